@@ -1,0 +1,32 @@
+# Quick start: `make demo` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DLTK := $(BIN)/dltk
+INSTALLED := $(VENV)/.installed
+DEMO := build/demo
+
+.PHONY: setup demo test clean
+
+setup: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+# Train LeNet on the 8x8 digits, export, compile for this CPU, run, and benchmark.
+demo: $(INSTALLED)
+	@mkdir -p $(DEMO)
+	$(DLTK) train lenet -o $(DEMO)/lenet.pt
+	$(DLTK) export $(DEMO)/lenet.pt -o $(DEMO)/lenet.onnx
+	$(DLTK) compile $(DEMO)/lenet.onnx -o $(DEMO)/lenet.tvm --target cpu
+	$(DLTK) run $(DEMO)/lenet.tvm
+	$(DLTK) bench $(DEMO)/lenet.pt --backend torch,ort,tvm --batch 1,8 --json $(DEMO)/bench.json
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,31 @@
+"""Checkpoints: weights plus what made them, loadable without unpickling code (weights_only)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+FORMAT = "dltk-checkpoint/1"
+
+
+def save(path, model_name: str, model: nn.Module, info: dict) -> None:
+    """Write atomically: a crash leaves the previous file, never half of a new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"format": FORMAT, "model": model_name, "info": info, "state_dict": model.state_dict()}, tmp)
+    os.replace(tmp, path)
+
+
+def read(path) -> dict:
+    """The checkpoint's dict; raises ValueError when the file is not a dltk checkpoint."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for foreign or damaged files
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {str(e).splitlines()[0]}") from e
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a dltk checkpoint (write one with 'dltk train')")
+    return data

@@ -1,0 +1,90 @@
+"""Compare the outputs of two backends: max absolute and relative error against a tolerance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# fp32 reference tolerances: |actual - expected| <= atol + rtol * |expected|, elementwise.
+ATOL = 1e-4
+RTOL = 1e-3
+
+
+@dataclass(frozen=True)
+class OutputDiff:
+    name: str
+    max_abs: float
+    max_rel: float  # relative to |expected|, floored at 1e-6 so exact zeros do not divide
+    mismatches: int  # elements over tolerance
+    size: int
+
+
+@dataclass(frozen=True)
+class Comparison:
+    reference: str
+    candidate: str
+    atol: float
+    rtol: float
+    outputs: list[OutputDiff]
+
+    @property
+    def passed(self) -> bool:
+        return all(o.mismatches == 0 for o in self.outputs)
+
+    @property
+    def max_abs(self) -> float:
+        return max((o.max_abs for o in self.outputs), default=0.0)
+
+    @property
+    def max_rel(self) -> float:
+        return max((o.max_rel for o in self.outputs), default=0.0)
+
+    def summary(self) -> str:
+        verdict = "match" if self.passed else "DIFFER"
+        return (
+            f"{self.candidate} vs {self.reference}: {verdict} "
+            f"(max abs {self.max_abs:.2e}, max rel {self.max_rel:.2e}; atol {self.atol:g}, rtol {self.rtol:g})"
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "reference": self.reference,
+            "candidate": self.candidate,
+            "passed": self.passed,
+            "max_abs_error": self.max_abs,
+            "max_rel_error": self.max_rel,
+            "atol": self.atol,
+            "rtol": self.rtol,
+        }
+
+
+def compare_outputs(
+    expected: dict[str, np.ndarray],
+    actual: dict[str, np.ndarray],
+    reference: str,
+    candidate: str,
+    atol: float = ATOL,
+    rtol: float = RTOL,
+) -> Comparison:
+    diffs = []
+    for name, want in expected.items():
+        got = actual[name]
+        if got.shape != want.shape:
+            raise ValueError(f"output '{name}': {candidate} gave shape {got.shape}, {reference} {want.shape}")
+        want64, got64 = want.astype(np.float64), got.astype(np.float64)
+        error = np.abs(got64 - want64)
+        error = np.where(np.isnan(got64) & np.isnan(want64), 0.0, error)  # NaN where both agree on NaN
+        error = np.nan_to_num(error, nan=np.inf)
+        relative = error / np.maximum(np.abs(want64), 1e-6)
+        over = ~(error <= atol + rtol * np.abs(want64))
+        diffs.append(
+            OutputDiff(
+                name,
+                float(error.max(initial=0.0)),
+                float(relative.max(initial=0.0)),
+                int(over.sum()),
+                int(want.size),
+            )
+        )
+    return Comparison(reference, candidate, atol, rtol, diffs)

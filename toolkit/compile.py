@@ -1,0 +1,132 @@
+"""ONNX -> TVM Relax -> compiled executable, verified against ONNX Runtime, written as an artifact."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from toolkit.compare import ATOL, RTOL, Comparison, compare_outputs
+from toolkit.errors import CheckFailed, DltkError
+from toolkit.onnx_file import input_specs, load_onnx, output_specs
+from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, open_artifact, staging, write_manifest
+from toolkit.runtime.ort import OrtSession
+from toolkit.runtime.spec import random_feeds
+from toolkit.target import device_of, resolve_target
+from toolkit.versions import versions
+
+VERIFY_SIZES = (1, 3)  # each symbolic dim (the batch) is checked at these sizes
+
+
+@dataclass(frozen=True)
+class CompileReport:
+    artifact: Artifact
+    verification: list[Comparison]  # empty when this machine cannot run the target
+    seconds: float
+
+
+def compile_model(
+    onnx_path,
+    output,
+    target: str | dict = "cpu",
+    atol: float = ATOL,
+    rtol: float = RTOL,
+    log=lambda line: None,
+) -> CompileReport:
+    start = time.perf_counter()
+    model = load_onnx(onnx_path)
+    target = resolve_target(target)
+    device = device_of(target)
+    log(f"importing {onnx_path} into TVM Relax")
+    module = import_onnx(model)
+    log(f"compiling for {target['kind']} ({target.get('mcpu') or target.get('arch')})")
+    executable = build(module, target)
+    inputs, outputs = input_specs(model), output_specs(model)
+    with staging(output) as tmp:
+        executable.export_library(str(tmp / LIBRARY))
+        shutil.copyfile(onnx_path, tmp / SOURCE_ONNX)
+        verification = []
+        if _can_run(device):
+            log("verifying against ONNX Runtime")
+            verification = verify(tmp, inputs, outputs, device, atol, rtol)
+        manifest = {
+            "model": _model_name(model, onnx_path),
+            "inputs": [s.to_json() for s in inputs],
+            "outputs": [s.to_json() for s in outputs],
+            "target": target,
+            "device": device,
+            "source_onnx_sha256": hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
+            "versions": versions(),
+            "tuning": None,
+            "verification": _verification_json(verification, device),
+        }
+        failed = [c for c in verification if not c.passed]
+        if failed:
+            raise CheckFailed(f"{failed[0].summary()}; {output} not written")
+        write_manifest(tmp, manifest)
+    return CompileReport(open_artifact(output), verification, time.perf_counter() - start)
+
+
+def import_onnx(model: onnx.ModelProto):
+    """The ONNX graph as a Relax IRModule, weights bound as constants."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        return from_onnx(model, keep_params_in_input=False)
+    except Exception as e:  # the importer raises OpNotImplemented, TVMError, ValueError, ...
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DltkError(f"TVM cannot import this model: {message}", "see 'dltk inspect' for the ops TVM supports") from e
+
+
+def build(module, target: dict):
+    import tvm
+
+    try:
+        return tvm.compile(module, tvm.target.Target(target))
+    except Exception as e:
+        raise CheckFailed(f"TVM failed to compile the model: {str(e).strip().splitlines()[0]}", "rerun with -v for the trace") from e
+
+
+def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: float) -> list[Comparison]:
+    """Run the exported library and ONNX Runtime on the same random inputs, once per symbolic size."""
+    from toolkit.runtime.tvm import TvmSession
+
+    compiled = TvmSession(directory / LIBRARY, inputs, outputs, device)
+    reference = OrtSession(directory / SOURCE_ONNX)
+    symbols = sorted({d for s in inputs for d in s.shape if isinstance(d, str)})
+    comparisons = []
+    for size in VERIFY_SIZES if symbols else (None,):
+        feeds = random_feeds(inputs, dict.fromkeys(symbols, size), seed=size or 0)
+        comparisons.append(
+            compare_outputs(reference.run(feeds), compiled.run(feeds), "onnxruntime", "tvm", atol, rtol)
+        )
+    return comparisons
+
+
+def _can_run(device: str) -> bool:
+    import tvm
+
+    return tvm.cpu(0).exist if device == "cpu" else tvm.cuda(0).exist
+
+
+def _verification_json(comparisons: list[Comparison], device: str) -> dict:
+    if not comparisons:
+        return {"status": "skipped", "reason": f"no {device} device on the compiling machine"}
+    return {
+        "status": "passed" if all(c.passed for c in comparisons) else "failed",
+        "reference": "onnxruntime",
+        "max_abs_error": max(c.max_abs for c in comparisons),
+        "max_rel_error": max(c.max_rel for c in comparisons),
+        "atol": comparisons[0].atol,
+        "rtol": comparisons[0].rtol,
+        "symbolic_sizes": list(VERIFY_SIZES),
+    }
+
+
+def _model_name(model: onnx.ModelProto, path) -> str:
+    props = {p.key: p.value for p in model.metadata_props}
+    return props.get("dltk.model") or Path(path).stem

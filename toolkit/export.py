@@ -1,0 +1,138 @@
+"""PyTorch -> ONNX: export with a dynamic batch axis, check, compare ONNX Runtime with PyTorch."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from toolkit.compare import ATOL, RTOL, Comparison, compare_outputs
+from toolkit.errors import CheckFailed, DltkError
+from toolkit.runtime.ort import OrtSession
+from toolkit.runtime.spec import TensorSpec
+from toolkit.train import LoadedModel, load_model
+from toolkit.versions import versions
+
+DEFAULT_OPSET = 18
+PARITY_SAMPLES = 32  # held-out inputs compared between PyTorch and ONNX Runtime
+BATCH_DIM = "batch"
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    model: str
+    opset: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    parity: Comparison
+
+
+def export_model(
+    source: str,
+    output,
+    opset: int = DEFAULT_OPSET,
+    batch: int | None = None,
+    atol: float = ATOL,
+    rtol: float = RTOL,
+) -> ExportReport:
+    """Export a zoo NAME or a checkpoint to `output`.
+
+    batch=None exports a dynamic batch axis; an int fixes it. The file is written only
+    when onnx.checker passes and ONNX Runtime matches PyTorch within tolerance.
+    """
+    if batch is not None and batch < 1:
+        raise DltkError(f"--batch must be at least 1, got {batch}")
+    loaded = load_model(source)
+    sample = loaded.spec.sample(batch or PARITY_SAMPLES)
+    proto = to_onnx(loaded, sample, opset, dynamic=batch is None)
+    _add_metadata(proto, loaded)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise CheckFailed(f"onnx.checker rejected the export: {str(e).splitlines()[0]}") from e
+    model_bytes = proto.SerializeToString()
+    session = OrtSession(model_bytes)
+    parity = compare_outputs(
+        _torch_outputs(loaded, sample),
+        session.run({s.name: x.numpy() for s, x in zip(session.inputs, sample)}),
+        reference="torch",
+        candidate="onnxruntime",
+        atol=atol,
+        rtol=rtol,
+    )
+    if not parity.passed:
+        raise CheckFailed(f"{parity.summary()}; {output} not written", "look for ops that export differently")
+    _write_atomically(Path(output), model_bytes)
+    return ExportReport(Path(output), loaded.spec.name, opset, session.inputs, session.outputs, parity)
+
+
+def to_onnx(loaded: LoadedModel, sample: tuple[torch.Tensor, ...], opset: int, dynamic: bool) -> onnx.ModelProto:
+    spec = loaded.spec
+    dynamic_shapes = None
+    if dynamic:
+        batch = torch.export.Dim(BATCH_DIM, min=1, max=1 << 16)
+        dynamic_shapes = tuple({0: batch} for _ in sample)
+    # The exporter narrates each pass on stdout and warns about optional packages; keep
+    # stdout for results (--json) and show the exporter's words only when it fails.
+    chatter = io.StringIO()
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notices
+    try:
+        with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                loaded.module,
+                sample,
+                input_names=list(spec.input_names),
+                output_names=list(spec.output_names),
+                opset_version=opset,
+                dynamic_shapes=dynamic_shapes,
+                dynamo=True,
+                verbose=False,
+            )
+    except Exception as e:
+        raise DltkError(
+            f"torch.onnx.export failed for {spec.name}: {str(e).strip().splitlines()[0]}",
+            "rerun with -v for the exporter's log" + ("; try a static --batch" if dynamic else ""),
+        ) from e
+    return program.model_proto
+
+
+@torch.no_grad()
+def _torch_outputs(loaded: LoadedModel, sample) -> dict[str, np.ndarray]:
+    result = loaded.module(*sample)
+    values = result if isinstance(result, (tuple, list)) else (result,)
+    return {name: v.numpy() for name, v in zip(loaded.spec.output_names, values)}
+
+
+def _add_metadata(proto: onnx.ModelProto, loaded: LoadedModel) -> None:
+    props = {
+        "dltk.model": loaded.spec.name,
+        "dltk.dataset": loaded.spec.dataset,
+        "dltk.metric": json.dumps(loaded.info.get("metric", {})),
+        "dltk.trained": json.dumps({k: v for k, v in loaded.info.items() if k != "metric"}),
+        "dltk.versions": json.dumps(versions()),
+    }
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        proto.metadata_props.add(key=key, value=value)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}

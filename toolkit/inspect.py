@@ -1,0 +1,118 @@
+"""What is in an ONNX model (or an artifact): inputs, outputs, ops, parameters, FLOPs, backend support."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from toolkit.onnx_file import input_specs, load_onnx, output_specs
+from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact
+
+
+def inspect_path(path) -> dict:
+    path = Path(path)
+    if path.is_dir() and is_artifact(path):
+        artifact = open_artifact(path)
+        report = inspect_model(load_onnx(artifact.file(SOURCE_ONNX)))
+        keep = ("model", "target", "device", "files", "tuning", "verification", "versions")
+        report["artifact"] = {k: artifact.manifest.get(k) for k in keep}
+        return report
+    return inspect_model(load_onnx(path))
+
+
+def inspect_model(model: onnx.ModelProto) -> dict:
+    ops = Counter(_op_key(node) for node in model.graph.node)
+    opset = _default_opset(model)
+    ort_ops, tvm_ops = _ort_supported(opset), _tvm_supported()
+    return {
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "opset": opset,
+        "metadata": {p.key: p.value for p in model.metadata_props},
+        "inputs": [s.to_json() for s in input_specs(model)],
+        "outputs": [s.to_json() for s in output_specs(model)],
+        "parameters": int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer)),
+        "flops_batch1": count_flops(model),
+        "ops": [
+            {"op": op, "count": n, "ort": op in ort_ops, "tvm": op in tvm_ops}
+            for op, n in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
+    }
+
+
+def _op_key(node) -> str:
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+
+
+def _default_opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _ort_supported(opset: int) -> set[str]:
+    from onnxruntime.capi import onnxruntime_pybind11_state as C
+
+    supported = set()
+    for kernel in C.get_all_opkernel_def():
+        first, last = kernel.version_range
+        if first <= opset <= last:
+            domain = kernel.domain if kernel.domain not in ("", "ai.onnx") else ""
+            supported.add(f"{domain}.{kernel.op_name}" if domain else kernel.op_name)
+    return supported
+
+
+def _tvm_supported() -> set[str]:
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    return set(_get_convert_map())
+
+
+def count_flops(model: onnx.ModelProto) -> int:
+    """Multiply-adds x2 of Conv, ConvTranspose, Gemm and MatMul at batch 1 (symbolic dims set to 1)."""
+    model = _with_symbols_bound(model)
+    shapes = _known_shapes(model)
+    total = 0
+    for node in model.graph.node:
+        out = shapes.get(node.output[0]) if node.output else None
+        if out is None:
+            continue
+        if node.op_type in ("Conv", "ConvTranspose"):
+            weight = shapes.get(node.input[1])
+            if weight is None:
+                continue
+            per_output = int(np.prod(weight[1:]))  # Cin/groups * kernel
+            if node.op_type == "ConvTranspose":
+                per_output = int(np.prod(weight[2:])) * weight[0] // out[1]
+            total += 2 * int(np.prod(out)) * per_output
+        elif node.op_type in ("Gemm", "MatMul"):
+            a = shapes.get(node.input[0])
+            if a is None:
+                continue
+            transposed = node.op_type == "Gemm" and any(at.name == "transA" and at.i for at in node.attribute)
+            k = a[-2] if transposed else a[-1]
+            total += 2 * int(np.prod(out)) * k
+    return total
+
+
+def _with_symbols_bound(model: onnx.ModelProto) -> onnx.ModelProto:
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for value in model.graph.input:
+        for dim in value.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.dim_value = 1
+    return model
+
+
+def _known_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # shape inference gives up on some custom ops; count what is known
+        inferred = model
+    shapes = {t.name: list(t.dims) for t in inferred.graph.initializer}
+    graph = inferred.graph
+    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[value.name] = [d.dim_value for d in dims]
+    return shapes

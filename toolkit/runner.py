@@ -1,0 +1,39 @@
+"""Feeds from .npy files and outputs to .npz, for `dltk run`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import DltkError
+from toolkit.runtime.spec import TensorSpec, random_feeds
+
+
+def read_feeds(specs: list[TensorSpec], assignments: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """`NAME=FILE.npy` assignments; inputs not given get random data (symbolic dims of size 1)."""
+    names = {s.name for s in specs}
+    given = {}
+    for assignment in assignments:
+        name, sep, file = assignment.partition("=")
+        if not sep or not name or not file:
+            raise DltkError(f"--input '{assignment}' is not NAME=FILE.npy")
+        if name not in names:
+            raise DltkError(f"--input names '{name}', which the model does not take", f"its inputs: {sorted(names)}")
+        try:
+            given[name] = np.load(file, allow_pickle=False)
+        except FileNotFoundError:
+            raise DltkError(f"no such file: {file}", "check the --input path") from None
+        except (ValueError, OSError) as e:
+            raise DltkError(f"{file} is not a .npy array: {e}") from None
+    missing = [s for s in specs if s.name not in given]
+    return {**random_feeds(missing), **given}
+
+
+def save_outputs(path, outputs: dict[str, np.ndarray]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, **outputs)
+    os.replace(tmp, path)

@@ -1,0 +1,63 @@
+"""The runtime applications embed: one `load()` for ONNX files and compiled artifacts.
+
+    from toolkit import runtime
+    sess = runtime.load("lenet.tvm")            # artifact -> TVM; "lenet.onnx" -> ONNX Runtime
+    sess.inputs, sess.outputs                   # [TensorSpec(name, shape, dtype)]
+    out = sess.run({"input": x})                # {name: numpy array}, in the order of sess.outputs
+
+Importing this module pulls in neither torch nor TVM; TVM is imported when an artifact
+is loaded with the tvm backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from toolkit.errors import DltkError
+from toolkit.runtime.artifact import SOURCE_ONNX, Artifact, is_artifact, open_artifact
+from toolkit.runtime.spec import TensorSpec, random_feeds, validate_feeds
+
+__all__ = ["Session", "TensorSpec", "load", "random_feeds", "validate_feeds", "Artifact", "open_artifact"]
+
+
+class Session(Protocol):
+    backend: str
+    device: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def load(path, device: str = "cpu", backend: str | None = None, threads: int = 0) -> Session:
+    """Open an ONNX file (ONNX Runtime) or an artifact directory (TVM, or ONNX Runtime on its model.onnx)."""
+    path = Path(path)
+    if not path.exists():
+        raise DltkError(f"no such file or directory: {path}", "check the path")
+    if path.is_dir():
+        artifact = open_artifact(path)
+        backend = backend or "tvm"
+        if backend == "tvm":
+            from toolkit.runtime.tvm import TvmSession
+
+            return TvmSession.from_artifact(artifact, device)
+        if backend == "ort":
+            from toolkit.runtime.ort import OrtSession
+
+            return OrtSession(artifact.file(SOURCE_ONNX), device, threads)
+    else:
+        backend = backend or "ort"
+        if backend == "ort":
+            from toolkit.runtime.ort import OrtSession
+
+            return OrtSession(path, device, threads)
+        if backend == "tvm":
+            raise DltkError(f"{path} is an ONNX file, not a compiled artifact", "compile it with 'dltk compile' first")
+    raise DltkError(f"unknown backend '{backend}'", "use ort or tvm")
+
+
+def is_compiled(path) -> bool:
+    return Path(path).is_dir() and is_artifact(path)

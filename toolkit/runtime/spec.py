@@ -1,0 +1,92 @@
+"""Tensor specs, feed validation and random feeds: shared by every session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from toolkit.errors import InputError
+
+Dim = int | str  # a fixed size, or the name of a symbolic dimension such as "batch"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str  # numpy dtype name: "float32", "int64", ...
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, d: dict) -> TensorSpec:
+        return cls(d["name"], tuple(d["shape"]), d["dtype"])
+
+
+def format_shape(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def validate_feeds(specs: list[TensorSpec], feeds: dict) -> dict[str, np.ndarray]:
+    """Check names, dtypes and shapes (symbolic dims bound consistently); return numpy feeds."""
+    expected = {s.name for s in specs}
+    for name in feeds:
+        if name not in expected:
+            raise InputError(f"unknown input '{name}'", f"the model takes {sorted(expected)}")
+    bound: dict[str, int] = {}
+    checked = {}
+    for spec in specs:
+        if spec.name not in feeds:
+            raise InputError(
+                f"missing input '{spec.name}'",
+                f"expected shape {format_shape(spec.shape)} {spec.dtype}",
+            )
+        value = feeds[spec.name]
+        if not isinstance(value, np.ndarray):
+            value = np.asarray(value)
+        if value.dtype != spec.dtype:
+            raise InputError(
+                f"input '{spec.name}' has dtype {value.dtype}", f"expected {spec.dtype}"
+            )
+        if not _shape_fits(spec.shape, value.shape, bound):
+            raise InputError(
+                f"input '{spec.name}' has shape {format_shape(value.shape)}",
+                f"expected {format_shape(spec.shape)}",
+            )
+        checked[spec.name] = value
+    return checked
+
+
+def _shape_fits(expected, given, bound: dict[str, int]) -> bool:
+    if len(expected) != len(given):
+        return False
+    for want, got in zip(expected, given):
+        if want == "?":  # unknown size: anything goes
+            continue
+        if isinstance(want, str):
+            if bound.setdefault(want, got) != got:  # one symbol, one size across all inputs
+                return False
+        elif want != got:
+            return False
+    return True
+
+
+def random_feeds(specs: list[TensorSpec], dims: dict[str, int] | None = None, seed: int = 0):
+    """Random inputs; symbolic dims take their size from `dims`, else 1."""
+    rng = np.random.default_rng(seed)
+    dims = dims or {}
+    feeds = {}
+    for spec in specs:
+        shape = tuple(dims.get(d, 1) if isinstance(d, str) else d for d in spec.shape)
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            feeds[spec.name] = rng.integers(0, 10, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            raise InputError(f"cannot make random data for input '{spec.name}' of dtype {dtype}")
+    return feeds
