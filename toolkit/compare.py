@@ -73,11 +73,11 @@ def compare_outputs(
         if got.shape != want.shape:
             raise ValueError(f"output '{name}': {candidate} gave shape {got.shape}, {reference} {want.shape}")
         want64, got64 = want.astype(np.float64), got.astype(np.float64)
-        error = np.abs(got64 - want64)
-        error = np.where(np.isnan(got64) & np.isnan(want64), 0.0, error)  # NaN where both agree on NaN
-        error = np.nan_to_num(error, nan=np.inf)
-        relative = error / np.maximum(np.abs(want64), 1e-6)
-        over = ~(error <= atol + rtol * np.abs(want64))
+        both_nan = np.isnan(got64) & np.isnan(want64)  # agreeing on NaN is agreeing
+        magnitude = np.abs(np.where(np.isnan(want64), 0.0, want64))
+        error = np.where(both_nan, 0.0, np.nan_to_num(np.abs(got64 - want64), nan=np.inf))
+        relative = error / np.maximum(magnitude, 1e-6)
+        over = error > atol + rtol * magnitude
         diffs.append(
             OutputDiff(
                 name,

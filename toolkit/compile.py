@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ from toolkit.runtime.spec import random_feeds
 from toolkit.target import device_of, resolve_target
 from toolkit.versions import versions
 
-VERIFY_SIZES = (1, 3)  # each symbolic dim (the batch) is checked at these sizes
+VERIFY_SIZES = (1, 3)
+PROTOBUF_LIMIT = 2**31 - 2**24  # protobuf refuses messages of 2 GiB; keep a margin  # each symbolic dim (the batch) is checked at these sizes
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def compile_model(
     inputs, outputs = input_specs(model), output_specs(model)
     with staging(output) as tmp:
         executable.export_library(str(tmp / LIBRARY))
-        shutil.copyfile(onnx_path, tmp / SOURCE_ONNX)
+        save_self_contained(model, tmp / SOURCE_ONNX)
         verification = []
         if _can_run(device):
             log("verifying against ONNX Runtime")
@@ -105,6 +105,14 @@ def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: flo
             compare_outputs(reference.run(feeds), compiled.run(feeds), "onnxruntime", "tvm", atol, rtol)
         )
     return comparisons
+
+
+def save_self_contained(model: onnx.ModelProto, path: Path) -> None:
+    """One file, weights inside, even when the source kept them in external .data files."""
+    if model.ByteSize() < PROTOBUF_LIMIT:
+        onnx.save_model(model, str(path))
+    else:
+        onnx.save_model(model, str(path), save_as_external_data=True, location=path.name + ".data")
 
 
 def _can_run(device: str) -> bool:

@@ -1,0 +1,95 @@
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from toolkit import runtime
+from toolkit.errors import DltkError
+from toolkit.runtime import TensorSpec, random_feeds, validate_feeds
+
+
+@pytest.fixture(scope="module", params=["onnx", "artifact"])
+def session(request, lenet_onnx, lenet_artifact):
+    return runtime.load(lenet_onnx if request.param == "onnx" else lenet_artifact)
+
+
+def test_backend_is_chosen_from_the_path(lenet_onnx, lenet_artifact):
+    assert runtime.load(lenet_onnx).backend == "ort"
+    assert runtime.load(lenet_artifact).backend == "tvm"
+    assert runtime.load(lenet_artifact, backend="ort").backend == "ort"
+
+
+def test_inputs_and_outputs_are_described(session):
+    assert session.inputs == [TensorSpec("input", ("batch", 1, 8, 8), "float32")]
+    assert session.outputs == [TensorSpec("logits", ("batch", 10), "float32")]
+
+
+def test_ort_and_tvm_agree(lenet_onnx, lenet_artifact):
+    feeds = random_feeds(runtime.load(lenet_onnx).inputs, {"batch": 5}, seed=1)
+    ort_out = runtime.load(lenet_onnx).run(feeds)["logits"]
+    tvm_out = runtime.load(lenet_artifact).run(feeds)["logits"]
+    assert ort_out.shape == (5, 10)
+    np.testing.assert_allclose(tvm_out, ort_out, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "feeds, message",
+    [
+        ({"image": np.zeros((1, 1, 8, 8), np.float32)}, "unknown input 'image'.*'input'"),
+        ({}, "missing input 'input'.*\\(batch, 1, 8, 8\\)"),
+        ({"input": np.zeros((1, 1, 8, 8), np.float64)}, "input 'input' has dtype float64.*expected float32"),
+        ({"input": np.zeros((1, 8, 8), np.float32)}, "input 'input' has shape \\(1, 8, 8\\).*expected \\(batch, 1, 8, 8\\)"),
+        ({"input": np.zeros((2, 1, 8, 9), np.float32)}, "has shape \\(2, 1, 8, 9\\)"),
+    ],
+)
+def test_wrong_feeds_raise_a_value_error_naming_the_input(session, feeds, message):
+    with pytest.raises(ValueError, match=message):
+        session.run(feeds)
+
+
+def test_symbolic_dims_must_agree_across_inputs():
+    specs = [TensorSpec("a", ("batch", 2), "float32"), TensorSpec("b", ("batch",), "int64")]
+    validate_feeds(specs, {"a": np.zeros((3, 2), np.float32), "b": np.zeros(3, np.int64)})
+    with pytest.raises(ValueError, match="input 'b' has shape \\(4\\)"):
+        validate_feeds(specs, {"a": np.zeros((3, 2), np.float32), "b": np.zeros(4, np.int64)})
+
+
+def test_session_is_safe_from_several_threads(session):
+    batches = [random_feeds(session.inputs, {"batch": 1 + i % 4}, seed=i) for i in range(16)]
+    expected = [session.run(feeds)["logits"] for feeds in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda feeds: session.run(feeds)["logits"], batches * 4))
+    for i, value in enumerate(got):
+        np.testing.assert_array_equal(value, expected[i % 16])
+
+
+def test_load_refuses_what_it_cannot_run(tmp_path, lenet_onnx):
+    with pytest.raises(DltkError, match="no such file or directory"):
+        runtime.load(tmp_path / "nothing.onnx")
+    with pytest.raises(DltkError, match="not a dltk artifact"):
+        runtime.load(tmp_path)
+    with pytest.raises(DltkError, match="is an ONNX file, not a compiled artifact"):
+        runtime.load(lenet_onnx, backend="tvm")
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("not onnx")
+    with pytest.raises(DltkError, match="ONNX Runtime cannot load"):
+        runtime.load(bad)
+
+
+def test_importing_the_runtime_pulls_in_neither_torch_nor_tvm():
+    code = "import sys, toolkit.runtime; print(sorted(m for m in ('torch', 'tvm', 'onnx') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_onnx_session_runs_without_torch_or_tvm(lenet_onnx):
+    code = (
+        "import sys, numpy as np; from toolkit import runtime; "
+        f"s = runtime.load({str(lenet_onnx)!r}); "
+        "print(s.run({'input': np.zeros((2, 1, 8, 8), np.float32)})['logits'].shape, "
+        "'torch' in sys.modules, 'tvm' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(2, 10) False False"
