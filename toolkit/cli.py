@@ -147,6 +147,8 @@ def export(source, output, opset, batch, atol, rtol):
 
     progress(f"exporting {source}")
     report = export_model(source, output, opset=opset, batch=batch, atol=atol, rtol=rtol)
+    if not report.trained:
+        progress(f"note: {source} has freshly initialised weights; 'dltk train {source}' first for a useful model")
     click.echo(f"wrote {report.path} (opset {report.opset}; {report.parity.summary()})")
 
 
