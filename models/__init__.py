@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from models import lenet, mlp
+from models import autoencoder, diffusion, gan, gcn, gpt, lenet, mlp, perceptron, resnet, transformer, vgg
 from models.registry import ModelSpec
 
-REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (mlp.SPEC, lenet.SPEC)}
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        mlp.SPEC,
+        lenet.SPEC,
+        perceptron.SPEC,
+        vgg.SPEC,
+        resnet.SPEC,
+        resnet.DIGITS_SPEC,
+        transformer.SPEC,
+        gpt.SPEC,
+        gcn.SPEC,
+        autoencoder.AUTOENCODER,
+        autoencoder.VAE_SPEC,
+        gan.SPEC,
+        diffusion.SPEC,
+    )
+}
 
 
 def get(name: str) -> ModelSpec:

@@ -24,6 +24,11 @@ class ModelSpec:
     task: object = field(default_factory=Classification)
     input_names: tuple[str, ...] = ("input",)
     output_names: tuple[str, ...] = ("logits",)
+    # Hooks for families that are not "one float tensor in, logits out"; the defaults fit mlp and lenet.
+    inputs: Callable[[int], tuple[torch.Tensor, ...]] | None = None  # n inputs of the exported graph
+    batch_dims: tuple[tuple[int, ...], ...] | None = None  # per input, the dims that are the dynamic "batch"
+    generation: dict | None = None  # how `dltk generate` samples from the export (kept in its metadata)
+    tiny: Callable[[], ModelSpec] | None = None  # the same family at test size (same name)
 
     @property
     def metric(self) -> str:
@@ -37,8 +42,16 @@ class ModelSpec:
     def parameters(self) -> int:
         return sum(p.numel() for p in self.build().parameters())
 
+    def dynamic_dims(self) -> tuple[tuple[int, ...], ...]:
+        return self.batch_dims or ((0,),) * len(self.input_names)
+
     def sample(self, n: int) -> tuple[torch.Tensor, ...]:
-        """n held-out inputs (repeated when the held-out set is smaller), for parity checks and benchmarks."""
+        """n inputs of the exported graph (held-out data, repeated when there is less), for parity checks and benchmarks."""
+        if self.inputs is not None:
+            return self.inputs(n)
         x = self.data().test_x
         index = torch.arange(n) % len(x)
         return (x[index],)
+
+    def test_size(self) -> ModelSpec:
+        return self.tiny() if self.tiny else self

@@ -25,6 +25,7 @@ class Recipe:
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0  # max gradient norm; None turns clipping off
     warmup_epochs: int = 1  # linear warm-up, then cosine decay to zero
+    max_steps: int | None = None  # stop each epoch after this many steps (smoke tests); None: whole epochs
 
     def with_overrides(self, **changes) -> Recipe:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -85,6 +86,8 @@ def train(
     optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe)
     n = len(data.train_x)
     steps_per_epoch = math.ceil(n / recipe.batch_size)
+    if recipe.max_steps is not None:
+        steps_per_epoch = min(steps_per_epoch, recipe.max_steps)
     total_steps = steps_per_epoch * recipe.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, steps_per_epoch * recipe.warmup_epochs, total_steps)
@@ -94,8 +97,8 @@ def train(
     for epoch in range(1, recipe.epochs + 1):
         model.train()
         order = torch.randperm(n)
-        total_loss = 0.0
-        for i in range(0, n, recipe.batch_size):
+        total_loss, seen = 0.0, 0
+        for i in range(0, steps_per_epoch * recipe.batch_size, recipe.batch_size):
             batch = order[i : i + recipe.batch_size]
             loss = task.loss(model, data.train_x[batch], data.train_y[batch])
             optimizer.zero_grad(set_to_none=True)
@@ -105,7 +108,8 @@ def train(
             optimizer.step()
             schedule.step()
             total_loss += loss.item() * len(batch)
+            seen += len(batch)
         value = task.evaluate(model, data.test_x, data.test_y)
-        log(f"epoch {epoch}/{recipe.epochs}  loss {total_loss / n:.4f}  held-out {task.metric} {value:.4f}")
+        log(f"epoch {epoch}/{recipe.epochs}  loss {total_loss / seen:.4f}  held-out {task.metric} {value:.4f}")
     model.eval()
     return TrainResult(task.metric, value, recipe.epochs, time.perf_counter() - start)

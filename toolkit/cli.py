@@ -231,6 +231,35 @@ def run(path, backend, device, inputs, output, as_json):
     click.echo(f"{session.backend} on {session.device}: {elapsed_ms:.3f} ms" + (f"; wrote {output}" if output else ""))
 
 
+@cli.command()
+@click.argument("path", metavar="MODEL.onnx|ARTIFACT", type=click.Path())
+@click.option("--prompt", default="", help="Text to continue (gpt).")
+@click.option("--length", type=click.IntRange(min=1), default=200, show_default=True, help="Characters to generate (gpt).")
+@click.option("--temperature", type=float, default=0.8, show_default=True, help="0 is greedy (gpt).")
+@click.option("--top-k", type=click.IntRange(min=1), help="Sample among the k likeliest characters only (gpt).")
+@click.option("-n", "--count", type=click.IntRange(min=1), help="Samples, run as one batch [default: 1 text, 16 images].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="PNG grid to write (vae, gan, diffusion).")
+@click.option("--backend", type=click.Choice(["ort", "tvm"]), help="[default: tvm for artifacts, ort for ONNX]")
+@verbose_option
+def generate(path, prompt, length, temperature, top_k, count, seed, output, backend):
+    """Sample text or images from an exported generative model through the runtime."""
+    from toolkit.generate import Sampler, write_png_grid
+
+    sampler = Sampler(path, backend=backend)
+    if sampler.kind == "text":
+        if output:
+            raise DltkError(f"{path} generates text, not images", "drop -o; the text is printed")
+        for text in sampler.text(prompt, length, temperature, top_k, count or 1, seed):
+            click.echo(text)
+        return
+    if not output:
+        raise DltkError(f"{path} generates images", "give -o GRID.png")
+    images = sampler.images(count or 16, seed)
+    write_png_grid(images, output)
+    click.echo(f"wrote {output} ({len(images)} images, {sampler.session.backend} on {sampler.session.device})")
+
+
 def _int_list(ctx, param, value):
     try:
         numbers = [int(v) for v in value.split(",") if v.strip()]

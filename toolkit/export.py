@@ -84,7 +84,7 @@ def to_onnx(loaded: LoadedModel, sample: tuple[torch.Tensor, ...], opset: int, d
     dynamic_shapes = None
     if dynamic:
         batch = torch.export.Dim(BATCH_DIM, min=1, max=1 << 16)
-        dynamic_shapes = tuple({0: batch} for _ in sample)
+        dynamic_shapes = tuple(dict.fromkeys(dims, batch) for dims in spec.dynamic_dims())
     # The exporter narrates each pass on stdout and warns about optional packages; keep
     # stdout for results (--json) and show the exporter's words only when it fails.
     chatter = io.StringIO()
@@ -125,6 +125,8 @@ def _add_metadata(proto: onnx.ModelProto, loaded: LoadedModel) -> None:
         "dltk.trained": json.dumps({k: v for k, v in loaded.info.items() if k != "metric"}),
         "dltk.versions": json.dumps(versions()),
     }
+    if loaded.spec.generation:
+        props["dltk.generation"] = json.dumps(loaded.spec.generation)
     del proto.metadata_props[:]
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)
