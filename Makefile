@@ -6,7 +6,7 @@ DLTK := $(BIN)/dltk
 INSTALLED := $(VENV)/.installed
 DEMO := build/demo
 
-.PHONY: setup demo test clean
+.PHONY: setup demo zoo test clean
 
 setup: $(INSTALLED)
 
@@ -24,6 +24,11 @@ demo: $(INSTALLED)
 	$(DLTK) compile $(DEMO)/lenet.onnx -o $(DEMO)/lenet.tvm --target cpu
 	$(DLTK) run $(DEMO)/lenet.tvm
 	$(DLTK) bench $(DEMO)/lenet.pt --backend torch,ort,tvm --batch 1,8 --json $(DEMO)/bench.json
+
+# Train every zoo family with its default recipe, export, compile, check parity, time batch 1,
+# and rewrite the README's zoo table (and benchmarks/results/MACHINE/zoo.{md,json}).
+zoo: $(INSTALLED)
+	$(BIN)/python benchmarks/zoo_table.py --readme README.md
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q
