@@ -21,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
 import models  # noqa: E402
 from toolkit import bench, runtime  # noqa: E402
 from toolkit.compare import compare_outputs  # noqa: E402
@@ -35,10 +37,15 @@ BUDGET = bench.Budget(warmup=3, min_iterations=20, min_seconds=0.5, max_seconds=
 MARKER = "<!-- zoo-table -->"
 
 
-def measure_family(name: str, workdir: Path, log) -> dict:
+def measure_family(name: str, workdir: Path, log, train_threads: int | None = None) -> dict:
     spec = models.get(name)
     log(f"{name}: training ({spec.recipe.epochs} epochs)")
-    trained = train_model(name, workdir / f"{name}.pt", log=lambda line: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(train_threads or threads)
+    try:
+        trained = train_model(name, workdir / f"{name}.pt", log=lambda line: None)
+    finally:
+        torch.set_num_threads(threads)
     log(f"{name}: {trained.metric} {trained.value:.4f} in {trained.seconds:.1f} s; exporting and compiling")
     export_model(str(workdir / f"{name}.pt"), workdir / f"{name}.onnx")
     compiled = compile_model(workdir / f"{name}.onnx", workdir / f"{name}.tvm")
@@ -63,7 +70,8 @@ def measure_family(name: str, workdir: Path, log) -> dict:
         "parameters": spec.parameters(),
         "dataset": spec.dataset,
         "metric": {"name": trained.metric, "value": trained.value, "epochs": trained.epochs,
-                   "train_seconds": trained.seconds, "optimizer": spec.recipe.optimizer},
+                   "train_seconds": trained.seconds, "optimizer": spec.recipe.optimizer,
+                   "train_threads": train_threads or threads},
         "onnx_ops": {op["op"]: op["count"] for op in ops},
         "compile_seconds": compiled.seconds,
         "parity": parity,
@@ -104,6 +112,8 @@ def main() -> None:
     parser.add_argument("names", nargs="*", help="families to run [default: the whole registry]")
     parser.add_argument("--out", type=Path, help="directory for zoo.json and zoo.md [default: benchmarks/results/MACHINE]")
     parser.add_argument("--readme", type=Path, help="README whose zoo table (between the markers) to replace")
+    parser.add_argument("--train-threads", type=int, help="torch threads while training [default: torch's]; "
+                        "1 keeps small models fast on a machine shared with other work")
     args = parser.parse_args()
     env = bench.environment()
     out = args.out or ROOT / "benchmarks" / "results" / machine_slug(env)
@@ -112,7 +122,7 @@ def main() -> None:
     if args.names and (out / "zoo.json").is_file():  # rerunning some families keeps the others' rows
         previous = {r["name"]: r for r in json.loads((out / "zoo.json").read_text())["families"]}
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = {name: measure_family(name, Path(tmp), log) for name in (args.names or list(models.REGISTRY))}
+        fresh = {name: measure_family(name, Path(tmp), log, args.train_threads) for name in (args.names or list(models.REGISTRY))}
     rows = [fresh.get(name) or previous[name] for name in models.REGISTRY if name in fresh or name in previous]
     table = markdown(rows, env)
     out.mkdir(parents=True, exist_ok=True)
