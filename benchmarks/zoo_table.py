@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -102,6 +104,13 @@ def markdown(rows: list[dict], env: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def machine_slug(env: dict) -> str:
     cpu = re.sub(r"[^a-z0-9]+", "-", env["cpu"].lower()).strip("-")
     return f"{cpu}-{env['cores']}core"
@@ -112,22 +121,25 @@ def main() -> None:
     parser.add_argument("names", nargs="*", help="families to run [default: the whole registry]")
     parser.add_argument("--out", type=Path, help="directory for zoo.json and zoo.md [default: benchmarks/results/MACHINE]")
     parser.add_argument("--readme", type=Path, help="README whose zoo table (between the markers) to replace")
+    parser.add_argument("--keep", type=Path, help="keep checkpoints, exports and artifacts in this directory")
     parser.add_argument("--train-threads", type=int, help="torch threads while training [default: torch's]; "
                         "1 keeps small models fast on a machine shared with other work")
     args = parser.parse_args()
     env = bench.environment()
     out = args.out or ROOT / "benchmarks" / "results" / machine_slug(env)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    previous = {}
-    if args.names and (out / "zoo.json").is_file():  # rerunning some families keeps the others' rows
-        previous = {r["name"]: r for r in json.loads((out / "zoo.json").read_text())["families"]}
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh = {name: measure_family(name, Path(tmp), log, args.train_threads) for name in (args.names or list(models.REGISTRY))}
-    rows = [fresh.get(name) or previous[name] for name in models.REGISTRY if name in fresh or name in previous]
-    table = markdown(rows, env)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "zoo.json").write_text(json.dumps({"env": env, "families": rows}, indent=2) + "\n")
-    (out / "zoo.md").write_text("# The zoo, trained, exported, compiled and timed\n\n" + table)
+    rows = {}
+    if (out / "zoo.json").is_file():  # rerunning some families keeps the others' rows
+        rows = {r["name"]: r for r in json.loads((out / "zoo.json").read_text())["families"]}
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="dltk-zoo-"))
+    for name in args.names or list(models.REGISTRY):
+        rows[name] = measure_family(name, workdir, log, args.train_threads)
+        ordered = [rows[n] for n in models.REGISTRY if n in rows]
+        table = markdown(ordered, env)
+        write_atomically(out / "zoo.json", json.dumps({"env": env, "families": ordered}, indent=2) + "\n")
+        write_atomically(out / "zoo.md", "# The zoo, trained, exported, compiled and timed\n\n" + table)
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
     if args.readme:
         text = args.readme.read_text()
         before, _, rest = text.partition(MARKER)

@@ -87,7 +87,7 @@ class LanguageModel:
 
 @functools.lru_cache(maxsize=None)
 def windows(block_size: int) -> Split:
-    """(x, y) pairs of block_size characters, y shifted by one; training windows overlap (stride T/4)."""
+    """(x, y) pairs of block_size characters, y shifted by one; training windows overlap by half."""
     tokens = encode(corpus())
     cut = int(len(tokens) * (1 - HELD_OUT))
 
@@ -97,7 +97,7 @@ def windows(block_size: int) -> Split:
         y = torch.stack([part[s + 1 : s + block_size + 1] for s in starts.tolist()])
         return x, y
 
-    train_x, train_y = cut_windows(tokens[:cut], max(1, block_size // 4))
+    train_x, train_y = cut_windows(tokens[:cut], max(1, block_size // 2))
     test_x, test_y = cut_windows(tokens[cut:], block_size)
     return Split(train_x, train_y, test_x, test_y)
 

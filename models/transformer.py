@@ -109,7 +109,7 @@ def spec(config: TransformerConfig = TransformerConfig()) -> ModelSpec:
         dataset=f"generated: most frequent token of {config.block_size} tokens (vocabulary {config.vocab_size})",
         build=lambda: TransformerClassifier(config),
         data=lambda: most_frequent_token(config.vocab_size, config.block_size),
-        recipe=Recipe(epochs=15, batch_size=64, lr=2e-3, weight_decay=1e-2),
+        recipe=Recipe(epochs=6, batch_size=64, lr=2e-3, weight_decay=1e-2),
         input_names=("tokens",),
         tiny=lambda: spec(TransformerConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)),
     )
