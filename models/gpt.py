@@ -110,7 +110,7 @@ def spec(config: GPTConfig = GPTConfig()) -> ModelSpec:
         dataset=f"Shakespeare's sonnets and speeches, {len(corpus()) // 1000} KB of characters (in the repo)",
         build=lambda: GPT(config),
         data=lambda: windows(config.block_size),
-        recipe=Recipe(epochs=25, batch_size=32, lr=3e-3, weight_decay=0.1),
+        recipe=Recipe(epochs=12, batch_size=32, lr=3e-3, weight_decay=0.1),
         task=LanguageModel(),
         input_names=("tokens",),
         generation={"kind": "text", "vocabulary": vocabulary(), "block_size": config.block_size},
