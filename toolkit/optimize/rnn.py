@@ -109,7 +109,8 @@ def _describe(node: onnx.NodeProto, index: int) -> str:
 def _known_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     """Type and shape of every value ONNX shape inference can tell, initializers included."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        # data_prop follows Shape -> Slice -> Concat -> Reshape, as exporters emit between stacked layers
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # a graph inference cannot follow: fall back to what the file declares
         inferred = model
     graph = inferred.graph
@@ -189,7 +190,7 @@ def _lower_node(node, what: str, opset: int, types, out: _Emitter) -> None:
     if x_dims is None or len(x_dims) != 3 or not x_dims[time_axis]:
         raise DltkError(
             f"{what}: its sequence length is not a fixed number, and dltk unrolls recurrent layers over time",
-            "export the model with a fixed sequence length (keep only the batch dynamic)",
+            "export the model with a fixed sequence length; the batch may stay dynamic",
         )
     steps = x_dims[time_axis]
     hidden = attrs.get("hidden_size")
