@@ -219,7 +219,7 @@ def _lower_node(node, what: str, opset: int, types, out: _Emitter) -> None:
     if sequence_lens:
         lengths = out.unsqueeze(out.op("Cast", [sequence_lens], to=TensorProto.INT64), [1])  # (B, 1)
         masks = [out.op("Less", [out.const(np.array(t, np.int64)), lengths]) for t in range(steps)]
-        zero = out.const(np.array(0, out.dtype))
+        zero = out.scalar(0)
 
     y_parts, h_parts, c_parts = [], [], []
     for d in range(directions):
@@ -265,7 +265,8 @@ def _lower_node(node, what: str, opset: int, types, out: _Emitter) -> None:
 @dataclass
 class _Params:
     w_t: str  # (I, G*H)
-    r_t: list[str]  # G blocks of (H, H), transposed for H @ R^T
+    r_t: str  # (H, G*H): all gates' recurrence in one MatMul; for a GRU only z and r, (H, 2H)
+    r_h_t: str | None  # GRU: the candidate's (H, H), applied apart because the reset gate comes first
     x_bias: str | None  # (G*H,) added to the input projection
     r_bias_h: str | None  # GRU with linear_before_reset: Rbh stays inside the reset product
     peepholes: list[str] | None  # LSTM: p_i, p_o, p_f, each (H,)
@@ -273,22 +274,27 @@ class _Params:
 
 def _direction_params(out: _Emitter, cell: _Cell, d: int, w, r, bias, peepholes) -> _Params:
     index = out.const(np.array(d, np.int64))
+    hidden = cell.hidden
     w_t = out.op("Transpose", [out.op("Gather", [w, index], axis=0)], perm=[1, 0])
-    r_blocks = out.split(out.op("Gather", [r, index], axis=0), [cell.hidden] * cell.gates, axis=0)
-    r_t = [out.op("Transpose", [block], perm=[1, 0]) for block in r_blocks]
+    r_d = out.op("Gather", [r, index], axis=0)  # (G*H, H)
+    r_h_t = None
+    if cell.op == "GRU":
+        r_d, r_h = out.split(r_d, [2 * hidden, hidden], axis=0)
+        r_h_t = out.op("Transpose", [r_h], perm=[1, 0])
+    r_t = out.op("Transpose", [r_d], perm=[1, 0])
     x_bias = r_bias_h = None
     if bias:
-        w_bias, r_bias = out.split(out.op("Gather", [bias, index], axis=0), [cell.gates * cell.hidden] * 2, axis=0)
+        w_bias, r_bias = out.split(out.op("Gather", [bias, index], axis=0), [cell.gates * hidden] * 2, axis=0)
         if cell.op == "GRU" and cell.linear_before_reset:
             # Rbh is multiplied by the reset gate, so only Rbz and Rbr join the input side
-            keep = np.concatenate([np.ones(2 * cell.hidden), np.zeros(cell.hidden)]).astype(out.dtype)
-            r_bias_h = out.split(r_bias, [cell.hidden] * 3, axis=0)[2]
+            keep = np.concatenate([np.ones(2 * hidden), np.zeros(hidden)]).astype(out.dtype)
+            r_bias_h = out.split(r_bias, [2 * hidden, hidden], axis=0)[1]
             r_bias = out.op("Mul", [r_bias, out.const(keep)])
         x_bias = out.op("Add", [w_bias, r_bias])
     p = None
     if peepholes:
-        p = out.split(out.op("Gather", [peepholes, index], axis=0), [cell.hidden] * 3, axis=0)
-    return _Params(w_t, r_t, x_bias, r_bias_h, p)
+        p = out.split(out.op("Gather", [peepholes, index], axis=0), [hidden] * 3, axis=0)
+    return _Params(w_t, r_t, r_h_t, x_bias, r_bias_h, p)
 
 
 @dataclass(frozen=True)
@@ -302,50 +308,53 @@ class _Cell:
 
     def step(self, out: _Emitter, x_gates, h, c, params: _Params, activations):
         """One time step: (x's gate inputs, H_{t-1}, C_{t-1}) -> (H_t, C_t); None states are zeros."""
-        def recurrent(gate, state=None):  # state @ R_gate^T, or None when the state is zero
-            state = h if state is None else state
-            return out.op("MatMul", [state, params.r_t[gate]]) if h is not None else None
+        fused = 2 if self.op == "GRU" else self.gates  # gates whose recurrence is H_{t-1} @ R^T
+        if h is None:
+            h_gates = [None] * fused
+        else:
+            h_gates = out.split(out.op("MatMul", [h, params.r_t]), [self.hidden] * fused, axis=1)
 
         def activate(fn, *terms):
             total = out.add(*terms)
             if self.clip is not None:
-                total = out.op("Min", [out.op("Max", [total, out.const(np.array(-self.clip, out.dtype))]), out.const(np.array(self.clip, out.dtype))])
+                total = out.op("Min", [out.op("Max", [total, out.scalar(-self.clip)]), out.scalar(self.clip)])
             return out.activation(fn, total)
 
         if self.op == "RNN":
             (f,) = activations
-            return activate(f, x_gates[0], recurrent(0)), None
+            return activate(f, x_gates[0], h_gates[0]), None
 
         if self.op == "GRU":  # gates z, r, h
             f, g = activations
-            z = activate(f, x_gates[0], recurrent(0))
-            reset = activate(f, x_gates[1], recurrent(1))
-            if self.linear_before_reset:
-                inner = out.add(recurrent(2), params.r_bias_h)
+            z = activate(f, x_gates[0], h_gates[0])
+            reset = activate(f, x_gates[1], h_gates[1])
+            if self.linear_before_reset:  # h~ = g(x + r * (H @ Rh^T + Rbh))
+                inner = out.add(out.op("MatMul", [h, params.r_h_t]) if h is not None else None, params.r_bias_h)
                 candidate = activate(g, x_gates[2], out.op("Mul", [reset, inner]) if inner else None)
-            else:
-                reset_h = out.op("Mul", [reset, h]) if h is not None else None
-                candidate = activate(g, x_gates[2], recurrent(2, reset_h) if reset_h else None)
-            one = out.const(np.array(1, out.dtype))
-            new_h = out.op("Mul", [out.op("Sub", [one, z]), candidate])  # (1 - z) * h~ + z * H_{t-1}
+            else:  # h~ = g(x + (r * H) @ Rh^T)
+                reset_h = out.op("MatMul", [out.op("Mul", [reset, h]), params.r_h_t]) if h is not None else None
+                candidate = activate(g, x_gates[2], reset_h)
+            new_h = out.op("Mul", [out.op("Sub", [out.scalar(1), z]), candidate])  # (1 - z) * h~ + z * H_{t-1}
             if h is not None:
                 new_h = out.op("Add", [new_h, out.op("Mul", [z, h])])
             return new_h, None
 
         f, g, act_h = activations  # LSTM: gates i, o, f, c
         peep = params.peepholes
+
         def peephole(k, cell_state):
             return out.op("Mul", [peep[k], cell_state]) if peep and cell_state is not None else None
-        i = activate(f, x_gates[0], recurrent(0), peephole(0, c))
+
+        i = activate(f, x_gates[0], h_gates[0], peephole(0, c))
         if self.input_forget:
-            forget = out.op("Sub", [out.const(np.array(1, out.dtype)), i])
+            forget = out.op("Sub", [out.scalar(1), i])
         else:
-            forget = activate(f, x_gates[2], recurrent(2), peephole(2, c))
-        candidate = activate(g, x_gates[3], recurrent(3))
+            forget = activate(f, x_gates[2], h_gates[2], peephole(2, c))
+        candidate = activate(g, x_gates[3], h_gates[3])
         new_c = out.op("Mul", [i, candidate])
         if c is not None:
             new_c = out.op("Add", [out.op("Mul", [forget, c]), new_c])
-        o = activate(f, x_gates[1], recurrent(1), peephole(1, new_c))
+        o = activate(f, x_gates[1], h_gates[1], peephole(1, new_c))
         return out.op("Mul", [o, out.activation(act_h, new_c)]), new_c
 
 
@@ -358,6 +367,7 @@ class _Emitter:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._count = 0
+        self._scalars: dict[float, str] = {}
 
     def _name(self, tag: str) -> str:
         self._count += 1
@@ -372,6 +382,12 @@ class _Emitter:
         name = self._name("const")
         self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
         return name
+
+    def scalar(self, value: float) -> str:
+        """A scalar of the node's float type, made once however often it is used."""
+        if value not in self._scalars:
+            self._scalars[value] = self.const(np.array(value, self.dtype))
+        return self._scalars[value]
 
     def add(self, *terms):
         present = [t for t in terms if t is not None]
@@ -401,11 +417,10 @@ class _Emitter:
 
     def activation(self, fn: _Activation, x: str) -> str:
         op_type = ACTIVATIONS[fn.kind][0]
-        scalar = lambda v: self.const(np.array(v, self.dtype))  # noqa: E731
         if fn.kind == "affine":
-            return self.op("Add", [self.op("Mul", [x, scalar(fn.alpha)]), scalar(fn.beta)])
+            return self.op("Add", [self.op("Mul", [x, self.scalar(fn.alpha)]), self.scalar(fn.beta)])
         if fn.kind == "scaledtanh":
-            return self.op("Mul", [self.op("Tanh", [self.op("Mul", [x, scalar(fn.beta)])]), scalar(fn.alpha)])
+            return self.op("Mul", [self.op("Tanh", [self.op("Mul", [x, self.scalar(fn.beta)])]), self.scalar(fn.alpha)])
         attrs = {}
         if fn.alpha is not None:
             attrs["alpha"] = fn.alpha
