@@ -129,10 +129,17 @@ async def _get_json(session, url: str, method: str = "GET"):
 
 
 async def _only_model(session, url: str) -> str:
+    """The one model in the server's repository index (Triton's model repository extension)."""
+    import aiohttp
+
     try:
-        names = [entry["name"] for entry in await _get_json(session, f"{url}/v2/repository/index", "POST")]
-    except (DltkError, ValueError, KeyError, TypeError):
-        names = []
+        async with session.post(f"{url}/v2/repository/index") as response:
+            index = await response.json(content_type=None) if response.status == 200 else []
+    except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+        raise DltkError(f"cannot reach {url}: {e or type(e).__name__}", "is the server running? start one with 'dltk serve'") from None
+    except (aiohttp.ClientError, ValueError):
+        index = []
+    names = [entry.get("name") for entry in index if isinstance(entry, dict)] if isinstance(index, list) else []
     if len(names) != 1:
         raise DltkError(f"cannot tell which model to load at {url} (its index lists {names or 'none'})", "pass --model NAME")
     return names[0]

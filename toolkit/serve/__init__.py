@@ -9,6 +9,7 @@ models (loading and naming), app (the routes, a Starlette application).
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 
@@ -63,6 +64,11 @@ def serve(model_args: list[str], host: str = "127.0.0.1", port: int = 8000, poli
         how = f"batches of up to {policy.max_batch_size} rows, {policy.max_delay_ms:g} ms delay" if model.batching else "unbatched"
         log(f"model {model.name}: {model.session.backend} on {model.session.device}, {how}")
     log(f"serving on http://{bound_host}:{bound_port} (v2 routes under /v2, metrics at /metrics)")
+    # Uvicorn handles SIGINT/SIGTERM itself, then restores the handlers it found and raises the
+    # signal again. Handlers that ignore it let a graceful stop end as a normal return (exit 0).
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
     _uvicorn(app).run(sockets=[sock])
 
 
