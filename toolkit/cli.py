@@ -300,14 +300,16 @@ def _bench_table(results, env):
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True, help="Larger requests get 413.")
 @click.option("--backend", type=click.Choice(["ort", "tvm"]), help="[default: tvm for artifacts, ort for ONNX]")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="ONNX Runtime threads per model (0: one per core; 1 stops idle threads spinning beside the server).")
 @verbose_option
-def serve(models, host, port, max_batch_size, max_delay_ms, max_body_mb, backend, device):
+def serve(models, host, port, max_batch_size, max_delay_ms, max_body_mb, backend, device, threads):
     """Serve models over the Open Inference Protocol v2 (KServe / Triton REST) until Ctrl-C or SIGTERM."""
     from toolkit.serve import BatchPolicy, serve as run_server
 
     policy = BatchPolicy(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms)
     run_server(list(models), host=host, port=port, policy=policy, max_body_bytes=int(max_body_mb * 2**20),
-               device=device, backend=backend, log=progress)
+               device=device, backend=backend, threads=threads, log=progress)
     progress("stopped")
 
 

@@ -31,10 +31,10 @@ __all__ = ["BatchPolicy", "Metrics", "LocalModel", "create_app", "load_models", 
 
 
 def build_app(model_args: list[str], policy: BatchPolicy = BatchPolicy(), max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-              device: str = "cpu", backend: str | None = None):
+              device: str = "cpu", backend: str | None = None, threads: int = 0):
     """Load `PATH` / `NAME=PATH` models and return the v2 application serving them."""
     metrics = Metrics()
-    models = load_models(model_args, policy, metrics, device=device, backend=backend)
+    models = load_models(model_args, policy, metrics, device=device, backend=backend, threads=threads)
     return create_app(models, metrics, max_body_bytes)
 
 
@@ -55,9 +55,10 @@ def _uvicorn(app) -> uvicorn.Server:
 
 
 def serve(model_args: list[str], host: str = "127.0.0.1", port: int = 8000, policy: BatchPolicy = BatchPolicy(),
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, device: str = "cpu", backend: str | None = None, log=print) -> None:
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, device: str = "cpu", backend: str | None = None,
+          threads: int = 0, log=print) -> None:
     """Serve until SIGINT or SIGTERM, then finish the requests in flight and return."""
-    app = build_app(model_args, policy, max_body_bytes, device, backend)
+    app = build_app(model_args, policy, max_body_bytes, device, backend, threads)
     sock = listen(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     for model in app.state.models.values():

@@ -95,7 +95,8 @@ class LocalModel:
 
 
 def load_models(
-    args: list[str], policy: BatchPolicy, metrics: Metrics, device: str = "cpu", backend: str | None = None
+    args: list[str], policy: BatchPolicy, metrics: Metrics, device: str = "cpu", backend: str | None = None,
+    threads: int = 0,
 ) -> dict[str, LocalModel]:
     """Open each `PATH` or `NAME=PATH` with the runtime; names must be unique."""
     if not args:
@@ -107,5 +108,5 @@ def load_models(
             raise DltkError(f"two models are named '{name}'", f"rename one with NAME={path}")
         if not _NAME.match(name):
             raise DltkError(f"'{name}' (from {path}) is not a usable model name", f"rename it with NAME={path}")
-        models[name] = LocalModel(name, runtime.load(path, device=device, backend=backend), policy, metrics)
+        models[name] = LocalModel(name, runtime.load(path, device=device, backend=backend, threads=threads), policy, metrics)
     return models
