@@ -1,6 +1,9 @@
 """Deployment material: Triton repositories checked with Triton's own protobuf, KServe manifests as YAML."""
 
 import filecmp
+import subprocess
+import sys
+from pathlib import Path
 
 import onnx
 import pytest
@@ -83,6 +86,13 @@ def test_kserve_manifest_for_the_dltk_image(lenet_artifact):
     assert container["args"] == ["serve", "digits_v2=/mnt/models", "--host", "0.0.0.0", "--port", "8080"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert {"name": "STORAGE_URI", "value": "pvc://models/lenet.tvm"} in container["env"]
+
+
+def test_deploy_does_not_need_the_server_libraries():
+    code = "import sys, toolkit.deploy; print(sorted(m for m in ('starlette', 'uvicorn', 'prometheus_client', 'torch') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
 
 
 def test_kserve_needs_a_storage_uri_and_a_model(lenet_onnx, tmp_path):

@@ -8,12 +8,15 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolkit import runtime
 from toolkit.errors import DltkError
 from toolkit.runtime.artifact import MANIFEST, is_artifact
 from toolkit.serve.batching import BatchPolicy, DynamicBatcher, Feeds, batch_dim
-from toolkit.serve.metrics import Metrics
+
+if TYPE_CHECKING:  # prometheus_client is the serve extra's; naming models must not need it
+    from toolkit.serve.metrics import Metrics
 
 # The platform names Triton and KServe use in model metadata.
 PLATFORMS = {"ort": "onnxruntime_onnx", "tvm": "tvm_relax"}
