@@ -110,13 +110,19 @@ def create_app(models: dict[str, ServedModel], metrics: Metrics | None = None, m
         except Exception as e:  # the model failed on inputs that passed every check: the server's fault, 500
             first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
             return error(500, f"model '{model.name}' failed: {first_line}")
-        return JSONResponse(protocol.encode_response(model.name, outputs, wanted, payload.get("id")))
+        try:
+            return JSONResponse(protocol.encode_response(model.name, outputs, wanted, payload.get("id")))
+        except ValueError:  # JSON has no NaN or infinity, and v2 JSON has no other way to carry them
+            return error(500, f"model '{model.name}' produced NaN or infinity, which JSON cannot carry")
 
     async def prometheus(request):
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     async def http_error(request, exc: HTTPException):
         return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
+
+    async def server_error(request, exc: Exception):  # a bug: still one JSON line for the client
+        return error(500, f"internal error: {type(exc).__name__}: {exc}")
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -137,7 +143,7 @@ def create_app(models: dict[str, ServedModel], metrics: Metrics | None = None, m
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
         Route("/metrics", prometheus),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan)
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error}, lifespan=lifespan)
     app.state.models, app.state.metrics = models, metrics
     return app
 

@@ -222,3 +222,14 @@ def test_metrics_count_requests_errors_latency_and_queue_time(server):
         count = [s.value for s in families[histogram].samples if s.name == f"{histogram}_count" and s.labels["model"] == "lenet"]
         assert count and count[0] >= 1
     assert "dltk_requests_in_flight" in families
+
+
+def test_outputs_json_cannot_carry_answer_500(fixed_onnx):
+    app = build_app([str(fixed_onnx)])
+    with BackgroundServer(app) as srv:
+        x = np.full((2, 3), np.finfo(np.float32).max, np.float32)  # x + 1 stays finite; x * inf would not
+        assert httpx.post(f"{srv.url}/v2/models/fixed/infer", json=v2_request(x=x)).status_code == 200
+        body = v2_request(x=np.zeros((2, 3), np.float32))
+        body["inputs"][0]["data"] = [float("inf")] * 6  # Python's json writes Infinity; numpy reads it
+        response = httpx.post(f"{srv.url}/v2/models/fixed/infer", content=json.dumps(body))
+        assert response.status_code == 500 and "NaN or infinity" in response.json()["error"]
