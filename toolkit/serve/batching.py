@@ -108,7 +108,10 @@ class DynamicBatcher:
             except asyncio.CancelledError:
                 pass
             self._worker = None
-        for request in self._held:
+        waiting = list(self._held)
+        while self._queue is not None and not self._queue.empty():
+            waiting.append(self._queue.get_nowait())
+        for request in waiting:
             if not request.future.done():
                 request.future.set_exception(RuntimeError("the server is shutting down"))
 
