@@ -95,13 +95,12 @@ def run_model(model: str, onnx_path: Path, duration: float, threads: int, rounds
                     load_in_process(session, model, concurrency=clients, duration=duration).to_json())
             for setup, (process, url) in servers.items():
                 for clients in CLIENTS:
-                    runs.setdefault((setup, clients), []).append(load_server(url, concurrency=clients, duration=duration).to_json())
+                    runs.setdefault((setup, clients), []).append(_load_with_batches(url, concurrency=clients, duration=duration))
             # One Poisson rate for both servers: 70% of what the unbatched server managed with 16 clients.
             rate = rate or max(10.0, round(0.7 * runs[(next(iter(SERVERS)), CLIENTS[-1])][0]["qps"], -1))
             for setup, (process, url) in servers.items():
-                runs.setdefault((setup, "poisson"), []).append(load_server(url, rate=rate, duration=duration).to_json())
+                runs.setdefault((setup, "poisson"), []).append(_load_with_batches(url, rate=rate, duration=duration))
             log(f"{model}: round {round_number + 1} of {rounds} done")
-        mean_rows = {setup: _mean_batch(_fetch(f"{url}/metrics")) for setup, (process, url) in servers.items()}
     finally:
         for process, url in servers.values():
             process.terminate()
@@ -113,7 +112,8 @@ def run_model(model: str, onnx_path: Path, duration: float, threads: int, rounds
         row["errors"] = sum(r["errors"] for r in results)
         row["requests"] = sum(r["requests"] for r in results)
         row["latency_ms"] = {k: statistics.median(r["latency_ms"][k] for r in results) for k in results[0]["latency_ms"]}
-        row["server_mean_batch_rows"] = mean_rows.get(setup)
+        if "batch_rows_mean" in results[0]:
+            row["batch_rows_mean"] = statistics.median(r["batch_rows_mean"] for r in results)
         rows.append(row)
         log(f"{model} {setup}, {load}: {row['qps']:,.0f}/s, p50 {row['latency_ms']['p50']:.2f} ms, p99 {row['latency_ms']['p99']:.2f} ms")
     return rows
@@ -126,10 +126,22 @@ def _fetch(url: str) -> str:
         return response.read().decode()
 
 
-def _mean_batch(metrics_text: str) -> float | None:
+def _load_with_batches(url: str, **load) -> dict:
+    """One load on a server, with the mean rows per batch it ran meanwhile (from its metrics;
+    the warm-up's batches are counted too)."""
+    before = _batch_totals(_fetch(f"{url}/metrics"))
+    result = load_server(url, duration=load.pop("duration"), **load).to_json()
+    after = _batch_totals(_fetch(f"{url}/metrics"))
+    batches = after[1] - before[1]
+    result["batch_rows_mean"] = (after[0] - before[0]) / batches if batches else None
+    return result
+
+
+def _batch_totals(metrics_text: str) -> tuple[float, float]:
+    """(rows, batches) so far, from the dltk_batch_size histogram."""
     total = re.search(r"^dltk_batch_size_sum\{[^}]*\} (\S+)$", metrics_text, re.M)
     count = re.search(r"^dltk_batch_size_count\{[^}]*\} (\S+)$", metrics_text, re.M)
-    return float(total.group(1)) / float(count.group(1)) if total and count and float(count.group(1)) else None
+    return (float(total.group(1)), float(count.group(1))) if total and count else (0.0, 0.0)
 
 
 def markdown(report: dict, note: str) -> str:
@@ -156,10 +168,10 @@ def markdown(report: dict, note: str) -> str:
             load = f"{r['concurrency']} {'threads' if r['target'] == 'in-process' else 'clients'}"
         else:
             load = f"Poisson {r['rate_per_s']:g}/s"
-        batch = f"{r['server_mean_batch_rows']:.2f}" if r.get("server_mean_batch_rows") else ""
+        batch = f"{r['batch_rows_mean']:.2f}" if r.get("batch_rows_mean") else ""
         lat = r["latency_ms"]
         lines.append(f"| {r['model']} | {r['setup']} | {load} | {r['qps']:,.0f} | {lat['p50']:.3f} | {lat['p99']:.3f} | {r['errors']} | {batch} |")
-    lines += ["", "Mean rows per batch: from each server's `dltk_batch_size` histogram, over all the loads it served."]
+    lines += ["", "Mean rows per batch: from the server's `dltk_batch_size` histogram, before and after each load."]
     return "\n".join(lines) + "\n"
 
 
