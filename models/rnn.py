@@ -5,7 +5,8 @@ The classifier reads the last layer's final hidden state(s).
 
 Held-out accuracy with the default recipe, seed 0 (measured with dltk's trainer): rnn 0.953,
 lstm 0.961, gru 0.969. Each epoch is 23 steps of 64 sequences of 8 steps; a recipe takes seconds
-on 2 idle cores (the LSTM's 10 epochs took 1.9 s), far longer when other jobs hold the cores.
+on 2 quiet cores (10 LSTM epochs took 1.9 s, 10 GRU epochs 2.6 s), far longer when other jobs
+hold the cores.
 
 `dltk export` (torch.onnx dynamo) writes nn.LSTM and nn.GRU as ONNX LSTM / GRU nodes, one per
 layer, which toolkit/optimize/rnn.py lowers for TVM; it unrolls nn.RNN into MatMul/Add/Tanh per
