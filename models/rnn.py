@@ -2,6 +2,15 @@
 
 One module, three cells: a plain (Elman) RNN, a stacked LSTM and a bidirectional GRU.
 The classifier reads the last layer's final hidden state(s).
+
+Held-out accuracy with the default recipe, seed 0 (measured with dltk's trainer): rnn 0.953,
+lstm 0.961, gru 0.969. Each epoch is 23 steps of 64 sequences of 8 steps; a recipe takes seconds
+on 2 quiet cores (10 LSTM epochs took 1.9 s, 10 GRU epochs 2.6 s), far longer when other jobs
+hold the cores.
+
+`dltk export` (torch.onnx dynamo) writes nn.LSTM and nn.GRU as ONNX LSTM / GRU nodes, one per
+layer, which toolkit/optimize/rnn.py lowers for TVM; it unrolls nn.RNN into MatMul/Add/Tanh per
+step itself. Either way the exported graph compiles as is, so no exporter choice is needed.
 """
 
 from dataclasses import dataclass
@@ -66,7 +75,7 @@ SPECS = (
         "lstm",
         "gates and a cell state against vanishing gradients (2-layer LSTM)",
         RecurrentConfig(cell="lstm", hidden=48, layers=2),
-        Recipe(epochs=15, lr=5e-3),
+        Recipe(epochs=15, lr=1e-2),
     ),
     _spec(
         "gru",

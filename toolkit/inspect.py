@@ -63,9 +63,12 @@ def _ort_supported(opset: int) -> set[str]:
 
 
 def _tvm_supported() -> set[str]:
+    """Ops `dltk compile` takes: those TVM's importer converts, plus those dltk rewrites before import."""
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
-    return set(_get_convert_map())
+    from toolkit.optimize import LOWERED_OPS
+
+    return set(_get_convert_map()) | LOWERED_OPS
 
 
 def count_flops(model: onnx.ModelProto) -> int:

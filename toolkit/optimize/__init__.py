@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import onnx
 
-from toolkit.optimize.rnn import lower_recurrent, sequence_length_limits
+from toolkit.optimize.rnn import GATES, lower_recurrent, sequence_length_limits
 
-__all__ = ["for_tvm", "lower_recurrent", "sequence_length_limits"]
+__all__ = ["LOWERED_OPS", "for_tvm", "lower_recurrent", "sequence_length_limits"]
+
+LOWERED_OPS = frozenset(GATES)  # ops for_tvm replaces, so TVM's importer never sees them
 
 
 def for_tvm(model: onnx.ModelProto) -> onnx.ModelProto:

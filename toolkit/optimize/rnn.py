@@ -88,13 +88,14 @@ def sequence_length_limits(model: onnx.ModelProto) -> dict[str, int]:
     Random test inputs must stay within these: ONNX Runtime refuses lengths over the sequence length.
     """
     graph_inputs = {i.name for i in model.graph.input}
+    readers = [n for n in model.graph.node if _is_recurrent(n) and len(n.input) > 4 and n.input[4] in graph_inputs]
+    types = _known_types(model) if readers else {}
     limits = {}
-    for node in model.graph.node:
-        if _is_recurrent(node) and len(node.input) > 4 and node.input[4] in graph_inputs:
-            layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
-            dims = _static_dims(_known_types(model), node.input[0])
-            if dims and len(dims) == 3 and dims[layout]:
-                limits[node.input[4]] = min(limits.get(node.input[4], dims[layout]), dims[layout])
+    for node in readers:
+        layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+        dims = _static_dims(types, node.input[0])
+        if dims and len(dims) == 3 and dims[layout]:
+            limits[node.input[4]] = min(limits.get(node.input[4], dims[layout]), dims[layout])
     return limits
 
 

@@ -197,7 +197,6 @@ COMPILED = {
     "gru-bidirectional-layout1-lens-linear-before-reset": dict(op="GRU", direction="bidirectional", layout=1, sequence_lens=True, linear_before_reset=1),
     "gru-forward-h0": dict(op="GRU", initial_states=True),
     "rnn-reverse-h0-lens-relu": dict(op="RNN", direction="reverse", initial_states=True, sequence_lens=True, activations=["Relu"]),
-    "rnn-bidirectional-layout1": dict(op="RNN", direction="bidirectional", layout=1),
 }
 
 
