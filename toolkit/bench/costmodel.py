@@ -15,14 +15,14 @@ import numpy as np
 # Square fp32 matmuls of these sizes: cached in L2, near BLAS's peak, and short (well under a
 # millisecond), so the best of many calls lands between other processes' time slices and
 # approaches the uncontended peak even on a shared machine. A large matmul is always preempted there.
-PROBE_SIZES = (256, 512)
+PROBE_SIZES = (128, 256)
 STREAM_BYTES = 64 * 2**20  # copied for the memory probe: past every cache
 
 
-MIN_PROBE_CALLS = 30
+MIN_PROBE_CALLS = 50
 
 
-def measure_peak(device: str = "cpu", seconds: float = 0.4) -> dict:
+def measure_peak(device: str = "cpu", seconds: float = 0.2) -> dict:
     """Best fp32 matmul GFLOP/s (numpy's BLAS and torch, every probe size; the fastest counts) and copy GB/s."""
     if device == "cuda":
         return _cuda_peak(seconds)
@@ -53,6 +53,11 @@ def result_cost(cost: dict, latency_ms: float, peak: dict | None) -> dict:
     if peak and peak.get("gflops") and fields["gflops_per_s"] is not None:
         fields["peak_share"] = fields["gflops_per_s"] / peak["gflops"]
     return fields
+
+
+def best_peak(*peaks: dict) -> dict:
+    """The fastest of several probes (say, before and after a run): contention only ever slows one."""
+    return max(peaks, key=lambda p: p.get("gflops") or 0.0)
 
 
 def _best_rate(call, size: int, seconds: float) -> float:

@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from toolkit.bench.runner import BenchRun, ratio_to
+from toolkit.bench.runner import BenchRun, row_ratios
 
 CSV_COLUMNS = (
     "model", "backend", "device", "scenario", "batch", "threads", "p50", "p90", "p95", "p99", "p99.9",
@@ -64,7 +64,7 @@ def tables(run: BenchRun) -> list:
     from rich.table import Table
 
     env = run.env
-    ratios = ratio_to(run.results, "ort")
+    ratios = row_ratios(run.results, "ort")
     peak = env.get("peak") or {}
     machine = f"{env['cpu']}, {env['cores']} cores" + (f", {env['gpu']}" if env.get("gpu") else "")
     if peak.get("gflops"):
@@ -143,7 +143,7 @@ def markdown(run: BenchRun, note: str = "") -> str:
     ]
     if note:
         lines += ["", note]
-    ratios = ratio_to(run.results, "ort")
+    ratios = row_ratios(run.results, "ort")
     for table in tables(run):
         lines += ["", f"## {table.title.split(' (')[0]}", ""]
         headers = [str(c.header) or "note" for c in table.columns]

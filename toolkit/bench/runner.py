@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.bench import scenarios
-from toolkit.bench.costmodel import measure_peak
-from toolkit.bench.environment import environment, skew_warnings
+from toolkit.bench.costmodel import best_peak, measure_peak
+from toolkit.bench.machine import environment, skew_warnings
 from toolkit.bench.scenarios import SCENARIOS, Measured, ServerSettings
 from toolkit.bench.stats import HIGH_COV, HIGH_RUN_COV, Budget
 from toolkit.bench.subjects import DEFAULT_BACKENDS, OrtOptions, open_subject
@@ -61,7 +61,7 @@ class BenchRun:
 
     @property
     def results(self) -> list[dict]:
-        return [m.row for m in self.measured]
+        return list(self.measured)
 
     def to_json(self) -> dict:
         return {"schema": SCHEMA_VERSION, "env": self.env, "plan": self.plan.to_json(),
@@ -79,6 +79,9 @@ def run_benchmark(sources: list[str], plan: Plan, log=lambda line: None) -> Benc
     for source in sources:
         subject = open_subject(source, list(plan.backends), plan.device, plan.ort, log)
         run.measured += measure_subject(subject, plan, log)
+    if plan.measure_peak:
+        log("probing the peak again: the faster probe counts")
+        env["peak"] = best_peak(env["peak"], measure_peak(plan.device))
     _add_peak_share(run.results, env.get("peak"))
     run.warnings += result_warnings(run.results)
     return run
@@ -126,10 +129,30 @@ def result_warnings(results: list[dict]) -> list[str]:
                         f"{', '.join(unsteady)}; differences smaller than that spread are noise")
     if unmet:
         warnings.append(f"no QPS tried kept p99 under the bound for: {', '.join(unmet)}")
+    over_peak = [where(r) for r in results if r.get("peak_share", 0.0) > 1.0]
+    if over_peak:
+        warnings.append(f"{len(over_peak)} results ran faster than the measured peak ({', '.join(over_peak)}): "
+                        "other work slowed the matmul probe, so every '% peak' overstates the share")
     return warnings
 
 
-def ratio_to(results: list[dict], baseline: str = "ort") -> dict[int, float]:
+def report(results: list[dict]) -> dict:
+    """The DESIGN.md document for results measured outside run_benchmark (scenario functions called directly)."""
+    return {"schema": SCHEMA_VERSION, "env": environment(), "results": list(results)}
+
+
+def ratio_to(results: list[dict], baseline: str = "ort") -> dict[tuple, float]:
+    """(model, backend, batch) -> p50 over the baseline backend's p50, for single-stream results at default threads."""
+    rows = [r for r in results if r.get("scenario", "single-stream") == "single-stream" and r.get("threads") is None]
+    base = {(r["model"], r["batch"]): r["latency_ms"]["p50"] for r in rows if r["backend"] == baseline}
+    return {
+        (r["model"], r["backend"], r["batch"]): r["latency_ms"]["p50"] / base[(r["model"], r["batch"])]
+        for r in rows
+        if (r["model"], r["batch"]) in base
+    }
+
+
+def row_ratios(results: list[dict], baseline: str = "ort") -> dict[int, float]:
     """p50 of each result over the baseline backend's p50 at the same model, scenario, batch and threads.
 
     Keyed by the result's index in `results`; results without a baseline beside them are absent.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -35,12 +35,12 @@ class ServerSettings:
     seed: int = 0  # of the arrival times, so reruns replay the same arrivals
 
 
-@dataclass
-class Measured:
-    """A result row (the JSON schema's) and the latencies behind it, for plots."""
+class Measured(dict):
+    """A result row (the JSON schema's dict) that also carries the latencies behind it, for plots."""
 
-    row: dict
-    latencies_ms: np.ndarray = field(repr=False)
+    def __init__(self, row: dict, latencies_ms):
+        super().__init__(row)
+        self.latencies_ms = np.asarray(latencies_ms, dtype=np.float64)
 
 
 Progress = Callable[[str], None]
@@ -80,15 +80,15 @@ def offline(subject: Subject, batches, budget: Budget = Budget(), log: Progress 
     """Samples/s with batches run back to back (wall time, loop included); the best batch is marked."""
     measured = single_stream(subject, batches, budget, log, threads, "offline")
     for m in measured:
-        runs = m.row.pop("_throughputs")
-        m.row["throughput_per_s"] = float(np.mean(runs))
-        m.row["run_throughput_per_s"] = runs
-        m.row["throughput_ci95"] = confidence_interval(runs)
-    for key in {(m.row["backend"], m.row["threads"]) for m in measured}:
-        group = [m for m in measured if (m.row["backend"], m.row["threads"]) == key]
-        best = max(group, key=lambda m: m.row["throughput_per_s"])
+        runs = m.pop("_throughputs")
+        m["throughput_per_s"] = float(np.mean(runs))
+        m["run_throughput_per_s"] = runs
+        m["throughput_ci95"] = confidence_interval(runs)
+    for key in {(m["backend"], m["threads"]) for m in measured}:
+        group = [m for m in measured if (m["backend"], m["threads"]) == key]
+        best = max(group, key=lambda m: m["throughput_per_s"])
         for m in group:
-            m.row["best"] = m is best
+            m["best"] = m is best
     return measured
 
 

@@ -31,18 +31,30 @@ class OrtOptions:
 
 
 class Subject:
-    """Sessions per (backend, threads), opened once; feeds per batch size; the graph for the cost model."""
+    """Sessions per (backend, threads), opened once; feeds per batch size; the graph for the cost model.
+
+    Subject(model, sessions, feeds) wraps sessions opened elsewhere (any backend names, one
+    session each, whatever the thread count); open_subject() builds one that opens sessions
+    on demand through an opener.
+    """
 
     def __init__(
         self,
         model: str,
-        device: str,
-        backends: list[str],
-        opener: Callable[[str, int | None], Session],
+        sessions: dict[str, Session] | None,
         feeds: Callable[[int], dict[str, np.ndarray]],
-        onnx_path: Path | None,
+        *,
+        opener: Callable[[str, int | None], Session] | None = None,
+        backends: list[str] | None = None,
+        device: str | None = None,
+        onnx_path: Path | None = None,
     ):
-        self.model, self.device, self.backends = model, device, list(backends)
+        if opener is None:
+            fixed = dict(sessions or {})
+            opener = lambda backend, threads: fixed[backend]  # noqa: E731
+            backends = backends or list(fixed)
+            device = device or next(iter(fixed.values())).device
+        self.model, self.device, self.backends = model, device or "cpu", list(backends or [])
         self.onnx_path = onnx_path
         self._opener, self._feeds = opener, feeds
         self._sessions: dict[tuple, Session] = {}
@@ -76,16 +88,26 @@ class Subject:
         return self._costs[batch]
 
 
+_POOLS_SET: set[str] = set()  # per-process pools this process has moved off their default
+
+
 def use_threads(backend: str, threads: int | None) -> None:
-    """Point the per-process thread pool of `backend` at `threads` (None: the library's default)."""
-    if backend in TORCH_BACKENDS:
-        from toolkit.runtime.torch import TorchSession
+    """Point the per-process thread pool of `backend` at `threads` (None: the library's default).
 
-        TorchSession.set_threads(threads)
-    elif backend == "tvm":
-        from toolkit.runtime.tvm import TvmSession
-
-        TvmSession.set_threads(threads)
+    A pool never set explicitly is left alone: None then costs nothing and changes nothing.
+    """
+    pool = "torch" if backend in TORCH_BACKENDS else backend
+    if pool not in ("torch", "tvm") or (threads is None and pool not in _POOLS_SET):
+        return
+    if pool == "torch":
+        from toolkit.runtime.torch import TorchSession as Pool
+    else:
+        from toolkit.runtime.tvm import TvmSession as Pool
+    Pool.set_threads(threads)
+    if threads is None:
+        _POOLS_SET.discard(pool)
+    else:
+        _POOLS_SET.add(pool)
 
 
 def cache_dir() -> Path:
@@ -148,7 +170,7 @@ def _zoo_subject(source: str, backends: list[str], device: str, ort_options: Ort
         sample = loaded.spec.sample(batch)
         return {s.name: x.numpy() for s, x in zip(specs.inputs, sample)}
 
-    return Subject(loaded.spec.name, device, backends, opener, feeds, onnx_path)
+    return Subject(loaded.spec.name, None, feeds, opener=opener, backends=backends, device=device, onnx_path=onnx_path)
 
 
 def _onnx_subject(path: Path, backends: list[str], device: str, ort_options: OrtOptions, log) -> Subject:
@@ -160,7 +182,8 @@ def _onnx_subject(path: Path, backends: list[str], device: str, ort_options: Ort
             return _ort(path, device, threads, ort_options)
         return load(_compiled(path, device, log), device)
 
-    return Subject(path.stem, device, backends, opener, _random_feeds(specs.inputs), path)
+    return Subject(path.stem, None, _random_feeds(specs.inputs), opener=opener, backends=backends, device=device,
+                   onnx_path=path)
 
 
 def _artifact_subject(path: Path, backends: list[str], device: str, ort_options: OrtOptions) -> Subject:
@@ -172,7 +195,8 @@ def _artifact_subject(path: Path, backends: list[str], device: str, ort_options:
             return _ort(artifact.file(SOURCE_ONNX), device, threads, ort_options)
         return load(path, device, backend="tvm")
 
-    return Subject(artifact.manifest["model"], device, backends, opener, _random_feeds(artifact.inputs), artifact.file(SOURCE_ONNX))
+    return Subject(artifact.manifest["model"], None, _random_feeds(artifact.inputs), opener=opener, backends=backends,
+                   device=device, onnx_path=artifact.file(SOURCE_ONNX))
 
 
 def _refuse_torch(backends: list[str], path: Path) -> None:

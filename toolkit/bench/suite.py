@@ -3,16 +3,16 @@
     dltk bench --zoo            (or: make bench)
 
 writes bench.json (the schema's), bench.csv, RESULTS.md (the README's table) and latency.png.
-The directory is written whole: files go to a temporary directory renamed into place.
+Files are rendered into a temporary directory first, then moved in; other files there stay.
 """
 
 from __future__ import annotations
 
-import shutil
+import os
 import tempfile
 from pathlib import Path
 
-from toolkit.bench.environment import machine_slug
+from toolkit.bench.machine import machine_slug
 from toolkit.bench.output import markdown, to_csv_text, to_json_text, write_text
 from toolkit.bench.runner import BenchRun, Plan, run_benchmark
 
@@ -33,24 +33,21 @@ def run_zoo(plan: Plan, output: Path | None = None, note: str = "", log=lambda l
 
 
 def write_results(run: BenchRun, output: Path, note: str = "") -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        write_text(tmp / "bench.json", to_json_text(run))
-        write_text(tmp / "bench.csv", to_csv_text(run))
-        write_text(tmp / "RESULTS.md", markdown(run, note))
+    """Write the run's files into `output`, leaving other files there (other benchmarks' results) alone.
+
+    Every file is rendered first into a temporary directory, then moved into place, so an error
+    (say, matplotlib missing) leaves the earlier results untouched.
+    """
+    output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".bench.", dir=output) as tmp:
+        staged = Path(tmp)
+        write_text(staged / "bench.json", to_json_text(run))
+        write_text(staged / "bench.csv", to_csv_text(run))
+        write_text(staged / "RESULTS.md", markdown(run, note))
         if any(r["scenario"] in ("single-stream", "multi-stream") for r in run.results):
             from toolkit.bench.plot import write_plot
 
-            write_plot(run, tmp / "latency.png")
-        tmp.chmod(0o755)
-        if output.exists():
-            old = output.with_name(f".{output.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            output.rename(old)
-            tmp.rename(output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            write_plot(run, staged / "latency.png")
+        for file in sorted(staged.iterdir()):
+            file.chmod(0o644)
+            os.replace(file, output / file.name)

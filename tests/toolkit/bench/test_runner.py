@@ -88,9 +88,24 @@ def test_noisy_and_unsteady_results_are_warned_about():
 
 
 def test_ratio_is_relative_to_ort_at_the_same_scenario_batch_and_threads():
-    def row(backend, batch, p50, scenario="single-stream"):
-        return {"model": "m", "backend": backend, "batch": batch, "scenario": scenario, "threads": None,
+    def row(backend, batch, p50, scenario="single-stream", threads=None):
+        return {"model": "m", "backend": backend, "batch": batch, "scenario": scenario, "threads": threads,
                 "latency_ms": {"p50": p50}}
 
-    rows = [row("ort", 1, 2.0), row("tvm", 1, 3.0), row("ort", 8, 4.0), row("tvm", 8, 2.0), row("tvm", 1, 1.0, "offline")]
-    assert bench.ratio_to(rows) == {0: 1.0, 1: 1.5, 2: 1.0, 3: 0.5}
+    rows = [row("ort", 1, 2.0), row("tvm", 1, 3.0), row("ort", 8, 4.0), row("tvm", 8, 2.0),
+            row("tvm", 1, 1.0, "offline"), row("ort", 1, 1.0, threads=1), row("tvm", 1, 4.0, threads=1)]
+    assert bench.row_ratios(rows) == {0: 1.0, 1: 1.5, 2: 1.0, 3: 0.5, 5: 1.0, 6: 4.0}
+    # the foundation's key: single-stream at the default thread count
+    ratios = bench.ratio_to(rows)
+    assert ratios[("m", "tvm", 1)] == 1.5 and ratios[("m", "tvm", 8)] == 0.5 and len(ratios) == 4
+
+
+def test_sessions_opened_elsewhere_make_a_subject(lenet_onnx):
+    from toolkit import runtime
+
+    sessions = {"ort-a": runtime.load(lenet_onnx), "ort-b": runtime.load(lenet_onnx, threads=1)}
+    subject = bench.Subject("lenet", sessions, lambda batch: runtime.random_feeds(sessions["ort-a"].inputs, {"batch": batch}))
+    rows = bench.single_stream(subject, [2], TINY)
+    assert [(r["backend"], r["batch"], r["iterations"]) for r in rows] == [("ort-a", 2, 10), ("ort-b", 2, 10)]
+    document = bench.report(rows)
+    assert json.loads(json.dumps(document))["results"][0]["latency_ms"] == rows[0]["latency_ms"]

@@ -13,7 +13,7 @@ def subject(lenet_artifact):
 
 def test_single_stream_measures_each_backend_and_batch_in_repeated_runs(subject):
     measured = scenarios.single_stream(subject, [1, 4], TINY)
-    rows = [m.row for m in measured]
+    rows = list(measured)
     assert [(r["backend"], r["batch"]) for r in rows] == [("ort", 1), ("tvm", 1), ("ort", 4), ("tvm", 4)]
     for m, r in zip(measured, rows):
         assert r["model"] == "lenet" and r["device"] == "cpu" and r["scenario"] == "single-stream"
@@ -29,13 +29,13 @@ def test_single_stream_measures_each_backend_and_batch_in_repeated_runs(subject)
 
 
 def test_thread_counts_are_swept_and_recorded(subject):
-    rows = [m.row for m in scenarios.single_stream(subject, [1], TINY, threads=(1, 2))]
+    rows = list(scenarios.single_stream(subject, [1], TINY, threads=(1, 2)))
     assert [(r["backend"], r["threads"]) for r in rows] == [("ort", 1), ("tvm", 1), ("ort", 2), ("tvm", 2)]
     assert subject.session("ort", 1) is not subject.session("ort", 2)  # ONNX Runtime: a pool per session
 
 
 def test_offline_marks_the_batch_with_the_most_samples_per_second(subject):
-    rows = [m.row for m in scenarios.offline(subject, [1, 8], TINY)]
+    rows = list(scenarios.offline(subject, [1, 8], TINY))
     for backend in ("ort", "tvm"):
         mine = [r for r in rows if r["backend"] == backend]
         best = [r for r in mine if r["best"]]
@@ -45,7 +45,7 @@ def test_offline_marks_the_batch_with_the_most_samples_per_second(subject):
 
 
 def test_multi_stream_queries_carry_n_samples(subject):
-    rows = [m.row for m in scenarios.multi_stream(subject, 3, TINY)]
+    rows = list(scenarios.multi_stream(subject, 3, TINY))
     assert {(r["scenario"], r["batch"], r["samples_per_query"]) for r in rows} == {("multi-stream", 3, 3)}
 
 
@@ -91,11 +91,11 @@ def test_a_run_that_falls_behind_its_target_does_not_pass():
 
 def test_server_row_records_the_rates_and_the_search(subject):
     budget = Budget(warmup=1, min_iterations=20, min_seconds=0.0, repeats=1)
-    rows = [m.row for m in scenarios.server(subject, [1], ServerSettings(p99_bound_ms=50.0), budget)]
+    rows = list(scenarios.server(subject, [1], ServerSettings(p99_bound_ms=50.0), budget))
     assert [r["backend"] for r in rows] == ["ort", "tvm"]
     for r in rows:
         assert r["scenario"] == "server" and r["p99_bound_ms"] == 50.0 and r["search"]
         assert r["iterations"] == 20 and r["achieved_qps"] > 0
         assert r["max_qps_under_bound"] in (0.0, r["target_qps"])
-    fixed = scenarios.server(subject, [1], ServerSettings(target_qps=200.0), budget)[0].row
+    fixed = scenarios.server(subject, [1], ServerSettings(target_qps=200.0), budget)[0]
     assert fixed["target_qps"] == 200.0 and fixed["max_qps_under_bound"] is None and len(fixed["search"]) == 1

@@ -1,4 +1,4 @@
-from toolkit.bench import environment
+from toolkit.bench import machine as environment
 
 
 def test_environment_records_the_machine_and_versions():
