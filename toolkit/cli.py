@@ -147,6 +147,8 @@ def export(source, output, opset, batch, atol, rtol):
 
     progress(f"exporting {source}")
     report = export_model(source, output, opset=opset, batch=batch, atol=atol, rtol=rtol)
+    if not report.trained:
+        progress(f"note: {source} has freshly initialised weights; 'dltk train {source}' first for a useful model")
     click.echo(f"wrote {report.path} (opset {report.opset}; {report.parity.summary()})")
 
 
@@ -372,6 +374,95 @@ def _layer_lines(result) -> list[str]:
     if result.skipped:
         lines.append(f"  not compared (not floating point): {', '.join(result.skipped)}")
     return lines + [result.summary()]
+
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True, metavar="[NAME=]MODEL.onnx|ARTIFACT...")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on (0: a free one).")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Rows per dynamic batch (1: no batching).")
+@click.option("--max-delay-ms", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Longest wait for a batch to fill.")
+@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True, help="Larger requests get 413.")
+@click.option("--backend", type=click.Choice(["ort", "tvm"]), help="[default: tvm for artifacts, ort for ONNX]")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="ONNX Runtime threads per model (0: one per core; 1 stops idle threads spinning beside the server).")
+@verbose_option
+def serve(models, host, port, max_batch_size, max_delay_ms, max_body_mb, backend, device, threads):
+    """Serve models over the Open Inference Protocol v2 (KServe / Triton REST) until Ctrl-C or SIGTERM."""
+    from toolkit.serve import BatchPolicy, serve as run_server
+
+    policy = BatchPolicy(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms)
+    run_server(list(models), host=host, port=port, policy=policy, max_body_bytes=int(max_body_mb * 2**20),
+               device=device, backend=backend, threads=threads, log=progress)
+    progress("stopped")
+
+
+@cli.command()
+@click.argument("url")
+@click.option("--model", help="Model to load [default: the server's only model].")
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Closed-loop clients.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Poisson arrivals per second instead of a closed loop.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True, help="Seconds of load.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Rows per request.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@verbose_option
+def loadtest(url, model, concurrency, rate, duration, batch, as_json):
+    """Load a v2 server: closed loop or Poisson arrivals; report QPS, p50/p99 latency and errors."""
+    from toolkit.loadtest import load_server
+
+    how = f"{rate:g} requests/s (Poisson)" if rate else f"{concurrency} clients (closed loop)"
+    progress(f"loading {url} with {how} for {duration:g} s")
+    result = load_server(url, model=model, concurrency=concurrency, rate=rate, duration=duration, batch=batch)
+    if as_json:
+        return _echo_json(result.to_json())
+    click.echo(result.summary())
+    if result.errors:
+        click.echo("errors: " + ", ".join(f"{kind} x{count}" for kind, count in result.error_kinds.items()))
+
+
+@cli.group()
+def deploy():
+    """Write deployment material: a Triton model repository, a KServe InferenceService."""
+
+
+@deploy.command("triton")
+@click.argument("model", type=click.Path(), metavar="MODEL.onnx|ARTIFACT")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Model repository directory.")
+@click.option("--name", help="Model name [default: the model's own].")
+@click.option("--max-batch-size", type=click.IntRange(min=0), default=32, show_default=True)
+@click.option("--max-delay-us", type=click.IntRange(min=0), default=2000, show_default=True, help="Triton's max_queue_delay_microseconds.")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@verbose_option
+def deploy_triton(model, output, name, max_batch_size, max_delay_us, instances, device):
+    """Write a Triton model repository entry: NAME/config.pbtxt and NAME/1/model.onnx."""
+    from toolkit.deploy import write_triton_repository
+
+    directory = write_triton_repository(model, output, name=name, max_batch_size=max_batch_size,
+                                        max_delay_us=max_delay_us, instances=instances, device=device)
+    click.echo(f"wrote {directory}/config.pbtxt and {directory}/1/model.onnx")
+
+
+@deploy.command("kserve")
+@click.argument("model", type=click.Path(), metavar="MODEL.onnx|ARTIFACT")
+@click.option("--storage-uri", required=True, help="Where the model is uploaded (s3://, gs://, pvc://...).")
+@click.option("--image", help="Run this dltk server image instead of KServe's Triton runtime (serves TVM artifacts too).")
+@click.option("--name", help="Model name [default: the model's own].")
+@click.option("--cpu", default="1", show_default=True)
+@click.option("--memory", default="1Gi", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="YAML file to write [default: stdout].")
+@verbose_option
+def deploy_kserve(model, storage_uri, image, name, cpu, memory, output):
+    """Write a KServe InferenceService (v2 protocol) for a model."""
+    from toolkit.deploy import kserve_manifest, write_text_atomically
+
+    manifest = kserve_manifest(model, name=name, storage_uri=storage_uri, image=image, cpu=cpu, memory=memory)
+    if not output:
+        return click.echo(manifest, nl=False)
+    write_text_atomically(output, manifest)
+    click.echo(f"wrote {output}")
 
 
 if __name__ == "__main__":
