@@ -113,19 +113,16 @@ def server(subject: Subject, batches, settings: ServerSettings, budget: Budget =
                     # indented lines are details of the step above, not steps of their own
                     trials, chosen = search_qps(lambda qps: poisson_run(call, qps, budget, settings.seed),
                                                 service_rate(call, budget), settings.p99_bound_ms, lambda s: log(f"  {s}"))
+                latency = summarize(chosen.latencies_ms)
+                bound = settings.p99_bound_ms
                 row = {
                     "model": subject.model, "backend": backend, "device": subject.device, "batch": batch,
-                    "threads": thread_count, "scenario": "server",
-                    "latency_ms": summarize(chosen.latencies_ms),
-                    "throughput_per_s": chosen.achieved_qps * batch,
-                    "iterations": len(chosen.latencies_ms), "warmup": budget.warmup,
-                    "cov": cov(summarize(chosen.latencies_ms)),
-                    "runs": 1,
-                    "target_qps": chosen.target_qps, "achieved_qps": chosen.achieved_qps,
-                    "p99_bound_ms": settings.p99_bound_ms,
-                    "max_qps_under_bound": (chosen.target_qps if chosen.passed(settings.p99_bound_ms) else 0.0)
-                    if settings.p99_bound_ms is not None else None,
-                    "search": [t.to_json(settings.p99_bound_ms) for t in trials],
+                    "threads": thread_count, "scenario": "server", "latency_ms": latency,
+                    "throughput_per_s": chosen.achieved_qps * batch, "iterations": len(chosen.latencies_ms),
+                    "warmup": budget.warmup, "cov": cov(latency), "runs": 1,
+                    "target_qps": chosen.target_qps, "achieved_qps": chosen.achieved_qps, "p99_bound_ms": bound,
+                    "max_qps_under_bound": None if bound is None else (chosen.target_qps if chosen.passed(bound) else 0.0),
+                    "search": [t.to_json(bound) for t in trials],
                 }
                 _add_cost(row, subject, batch)
                 measured.append(Measured(row, np.asarray(chosen.latencies_ms)))
