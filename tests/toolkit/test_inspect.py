@@ -2,7 +2,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from toolkit.inspect import count_flops, inspect_model, inspect_path
+from toolkit.inspect import count_flops, graph_cost, inspect_model, inspect_path
 
 
 def _gemm_model(batch="batch"):
@@ -20,6 +20,15 @@ def _gemm_model(batch="batch"):
 def test_flops_count_matmul_at_batch_one():
     assert count_flops(_gemm_model()) == 2 * 64 * 10
     assert count_flops(_gemm_model(batch=4)) == 4 * 2 * 64 * 10
+
+
+def test_graph_cost_counts_flops_and_bytes_at_a_batch():
+    cost = graph_cost(_gemm_model(), batch=8)
+    assert cost["flops"] == 8 * 2 * 64 * 10
+    x, w, y = 8 * 64 * 4, 64 * 10 * 4, 8 * 10 * 4
+    assert cost["weight_bytes"] == w
+    assert cost["bytes"] == (x + w + y) + (y + y)  # MatMul reads x and w, writes y; Relu reads y, writes z
+    assert cost["bytes_min"] == w + x + y
 
 
 def test_report_lists_io_params_ops_and_support():
