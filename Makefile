@@ -6,14 +6,14 @@ DLTK := $(BIN)/dltk
 INSTALLED := $(VENV)/.installed
 DEMO := build/demo
 
-.PHONY: setup demo zoo test clean
+.PHONY: setup demo test bench zoo clean
 
 setup: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,serve,ray,plot]'
 	touch $@
 
 # Train LeNet on the 8x8 digits, export, compile for this CPU, run, and benchmark.
@@ -29,6 +29,11 @@ demo: $(INSTALLED)
 # and rewrite the README's zoo table (and benchmarks/results/MACHINE/zoo.{md,json}).
 zoo: $(INSTALLED)
 	$(BIN)/python benchmarks/zoo_table.py --readme README.md
+
+# The README's latency table: every zoo model on every backend, written to benchmarks/results/<machine>/.
+BENCH_ARGS ?= --backend torch,ort,tvm --batch 1,8,32 --scenario single-stream,offline
+bench: $(INSTALLED)
+	$(DLTK) bench --zoo $(BENCH_ARGS)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q

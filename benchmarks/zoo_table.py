@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from toolkit.runtime.torch import TorchSession  # noqa: E402
 from toolkit.train import load_model, train_model  # noqa: E402
 
 PARITY_BATCHES = (1, 3, 8)
-BUDGET = bench.Budget(warmup=3, min_iterations=20, min_seconds=0.5, max_seconds=20.0)
+BUDGET = bench.Budget(warmup=3, min_iterations=20, min_seconds=0.5, max_seconds=20.0, repeats=1)
 MARKER = "<!-- zoo-table -->"
 
 
@@ -111,11 +110,6 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def machine_slug(env: dict) -> str:
-    cpu = re.sub(r"[^a-z0-9]+", "-", env["cpu"].lower()).strip("-")
-    return f"{cpu}-{env['cores']}core"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="families to run [default: the whole registry]")
@@ -126,7 +120,7 @@ def main() -> None:
                         "1 keeps small models fast on a machine shared with other work")
     args = parser.parse_args()
     env = bench.environment()
-    out = args.out or ROOT / "benchmarks" / "results" / machine_slug(env)
+    out = args.out or ROOT / "benchmarks" / "results" / bench.machine_slug(env)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     rows = {}
     if (out / "zoo.json").is_file():  # rerunning some families keeps the others' rows

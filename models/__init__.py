@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models import autoencoder, diffusion, gan, gcn, gpt, lenet, mlp, perceptron, resnet, transformer, vgg
+from models import autoencoder, diffusion, gan, gcn, gpt, lenet, mlp, perceptron, resnet, rnn, transformer, vgg
 from models.registry import ModelSpec
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -10,6 +10,7 @@ REGISTRY: dict[str, ModelSpec] = {
     for spec in (
         mlp.SPEC,
         lenet.SPEC,
+        *rnn.SPECS,
         perceptron.SPEC,
         vgg.SPEC,
         resnet.SPEC,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnx
 
+from toolkit import optimize
 from toolkit.compare import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.errors import CheckFailed, DltkError
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
@@ -52,7 +53,7 @@ def compile_model(
         verification = []
         if _can_run(device):
             log("verifying against ONNX Runtime")
-            verification = verify(tmp, inputs, outputs, device, atol, rtol)
+            verification = verify(tmp, inputs, outputs, device, atol, rtol, optimize.sequence_length_limits(model))
         manifest = {
             "model": _model_name(model, onnx_path),
             "inputs": [s.to_json() for s in inputs],
@@ -75,6 +76,7 @@ def import_onnx(model: onnx.ModelProto):
     """The ONNX graph as a Relax IRModule, weights bound as constants."""
     from tvm.relax.frontend.onnx import from_onnx
 
+    model = optimize.for_tvm(model)  # ops the importer lacks (LSTM, GRU, RNN) become ops it has
     try:
         return from_onnx(model, keep_params_in_input=False)
     except Exception as e:  # the importer raises OpNotImplemented, TVMError, ValueError, ...
@@ -91,8 +93,11 @@ def build(module, target: dict):
         raise CheckFailed(f"TVM failed to compile the model: {str(e).strip().splitlines()[0]}", "rerun with -v for the trace") from e
 
 
-def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: float) -> list[Comparison]:
-    """Run the exported library and ONNX Runtime on the same random inputs, once per symbolic size."""
+def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: float, length_limits=None) -> list[Comparison]:
+    """Run the exported library and ONNX Runtime on the same random inputs, once per symbolic size.
+
+    length_limits: integer inputs holding sequence lengths -> the longest valid length.
+    """
     from toolkit.runtime.tvm import TvmSession
 
     compiled = TvmSession(directory / LIBRARY, inputs, outputs, device)
@@ -101,6 +106,8 @@ def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: flo
     comparisons = []
     for size in VERIFY_SIZES if symbols else (None,):
         feeds = random_feeds(inputs, dict.fromkeys(symbols, size), seed=size or 0)
+        for name, longest in (length_limits or {}).items():
+            feeds[name] = feeds[name] % (longest + 1)
         comparisons.append(
             compare_outputs(reference.run(feeds), compiled.run(feeds), "onnxruntime", "tvm", atol, rtol)
         )

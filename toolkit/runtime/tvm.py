@@ -26,10 +26,11 @@ def tvm_device(device: str):
 class TvmSession:
     backend = "tvm"
 
-    def __init__(self, library: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str):
+    def __init__(self, library, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str):
+        """library: the path of a model.so, or an executable fresh from tvm.compile."""
         self.inputs, self.outputs, self.device = inputs, outputs, device
         self._dev = tvm_device(device)
-        self._library = tvm.runtime.load_module(str(library))
+        self._library = tvm.runtime.load_module(str(library)) if isinstance(library, (str, Path)) else library
         self._names = [o.name for o in outputs]
         # The VM keeps per-call state, so each thread gets its own over the shared library.
         self._local = threading.local()
@@ -43,6 +44,11 @@ class TvmSession:
                 f"compile it with --target {device}, or load it with device='{artifact.device}'",
             )
         return cls(artifact.file(LIBRARY), artifact.inputs, artifact.outputs, device)
+
+    @staticmethod
+    def set_threads(threads: int | None) -> None:
+        """TVM's CPU thread pool is one per process: None or 0 gives its default (one per core)."""
+        tvm.get_global_func("runtime.config_threadpool")(1, threads or 0)  # 1: no big.LITTLE preference
 
     def _main(self):
         main = getattr(self._local, "main", None)
