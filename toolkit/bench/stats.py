@@ -41,8 +41,13 @@ def measure(call: Callable[[], object], budget: Budget) -> list[float]:
 
 
 def timed_block(call: Callable[[], object], budget: Budget) -> Block:
+    # Warm-up gets at most a quarter of the time budget: a model that takes seconds per call
+    # (untuned TVM ResNet-18 at batch 32) would otherwise spend many minutes warming up.
+    warm_start = time.perf_counter()
     for _ in range(budget.warmup):
         call()
+        if time.perf_counter() - warm_start >= budget.max_seconds / 4:
+            break
     latencies = []
     start = time.perf_counter()
     while True:

@@ -43,3 +43,19 @@ def test_confidence_interval_uses_students_t():
 def test_run_spread_is_the_coefficient_of_variation_of_runs():
     assert stats.run_spread([2.0, 2.0, 2.0]) == 0
     assert stats.run_spread([1.0, 3.0]) == pytest.approx(np.std([1, 3], ddof=1) / 2)
+
+
+def test_warmup_of_a_slow_call_stops_at_a_quarter_of_the_budget(monkeypatch):
+    import toolkit.bench.stats as stats_module
+
+    clock = {"now": 0.0}
+    calls = []
+
+    def slow_call():  # each call "takes" 10 s on a fake clock
+        calls.append(1)
+        clock["now"] += 10.0
+
+    monkeypatch.setattr(stats_module.time, "perf_counter", lambda: clock["now"])
+    block = stats_module.timed_block(slow_call, stats_module.Budget(warmup=20, min_iterations=200, max_seconds=40.0))
+    assert len(calls) - len(block.latencies_ms) == 1  # warm-up stopped after 10 s of its 40 / 4
+    assert len(block.latencies_ms) == 4  # then timed calls until max_seconds
