@@ -161,7 +161,7 @@ def _zoo_subject(source: str, backends: list[str], device: str, log) -> Subject:
         elif backend == "ort":
             sessions[backend] = reference
         else:
-            sessions[backend] = load(_compiled(onnx_path, device, log), device)
+            sessions[backend] = load(_compiled(onnx_path, device, log), device, backend="tvm")
 
     def feeds(batch: int) -> dict[str, np.ndarray]:
         sample = loaded.spec.sample(batch)
@@ -177,7 +177,7 @@ def _onnx_subject(path: Path, backends: list[str], device: str, log) -> Subject:
         if backend == "ort":
             sessions[backend] = load(path, device)
         else:
-            sessions[backend] = load(_compiled(path, device, log), device)
+            sessions[backend] = load(_compiled(path, device, log), device, backend="tvm")
     return _random_subject(path.stem, sessions)
 
 

@@ -16,10 +16,11 @@ from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, open_artifa
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import random_feeds
 from toolkit.target import device_of, resolve_target
+from toolkit.tune import TuneOptions
 from toolkit.versions import versions
 
-VERIFY_SIZES = (1, 3)
-PROTOBUF_LIMIT = 2**31 - 2**24  # protobuf refuses messages of 2 GiB; keep a margin  # each symbolic dim (the batch) is checked at these sizes
+VERIFY_SIZES = (1, 3)  # each symbolic dim (the batch) is checked at these sizes, and at each static variant's
+PROTOBUF_LIMIT = 2**31 - 2**24  # protobuf refuses messages of 2 GiB; keep a margin
 
 
 @dataclass(frozen=True)
@@ -35,24 +36,36 @@ def compile_model(
     target: str | dict = "cpu",
     atol: float = ATOL,
     rtol: float = RTOL,
+    tuning: TuneOptions = TuneOptions(),
+    choose_engine: bool = True,
     log=lambda line: None,
 ) -> CompileReport:
+    """Import, simplify, tune (as asked; existing records always apply), build, verify, pick the engine."""
+    from toolkit import tune
+    from toolkit.simplify import simplify
+
     start = time.perf_counter()
     model = load_onnx(onnx_path)
     target = resolve_target(target)
     device = device_of(target)
-    log(f"importing {onnx_path} into TVM Relax")
-    module = import_onnx(model)
-    log(f"compiling for {target['kind']} ({target.get('mcpu') or target.get('arch')})")
-    executable = build(module, target)
     inputs, outputs = input_specs(model), output_specs(model)
+    log(f"importing {onnx_path} into TVM Relax")
+    module = import_onnx(simplify(model, log))
+    prepared = tune.prepare(module, target, _batch_symbols(inputs), tuning, log)
+    log(f"compiling for {target['kind']} ({target.get('mcpu') or target.get('arch')})")
+    executable = build(prepared, target)
+    variants = {str(b): name for b, name in prepared.variants.items()}
     with staging(output) as tmp:
         executable.export_library(str(tmp / LIBRARY))
         save_self_contained(model, tmp / SOURCE_ONNX)
-        verification = []
+        verification, engine = [], {"chosen": "tvm", "reason": f"not measured: no {device} device here"}
         if _can_run(device):
             log("verifying against ONNX Runtime")
-            verification = verify(tmp, inputs, outputs, device, atol, rtol)
+            verification = verify(tmp, inputs, outputs, device, atol, rtol, prepared.variants)
+            if choose_engine and all(c.passed for c in verification):
+                engine = _choose_engine(tmp, inputs, outputs, device, prepared.variants, log)
+            elif not choose_engine:
+                engine = {"chosen": "tvm", "reason": "not measured: engine choice turned off"}
         manifest = {
             "model": _model_name(model, onnx_path),
             "inputs": [s.to_json() for s in inputs],
@@ -61,7 +74,9 @@ def compile_model(
             "device": device,
             "source_onnx_sha256": hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
             "versions": versions(),
-            "tuning": None,
+            "tuning": prepared.manifest,
+            "variants": variants,
+            "engine": engine,
             "verification": _verification_json(verification, device),
         }
         failed = [c for c in verification if not c.passed]
@@ -82,24 +97,27 @@ def import_onnx(model: onnx.ModelProto):
         raise DltkError(f"TVM cannot import this model: {message}", "see 'dltk inspect' for the ops TVM supports") from e
 
 
-def build(module, target: dict):
-    import tvm
+def build(prepared, target: dict):
+    from toolkit import tune
 
     try:
-        return tvm.compile(module, tvm.target.Target(target))
+        return tune.build(prepared, target)
     except Exception as e:
         raise CheckFailed(f"TVM failed to compile the model: {str(e).strip().splitlines()[0]}", "rerun with -v for the trace") from e
 
 
-def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: float) -> list[Comparison]:
-    """Run the exported library and ONNX Runtime on the same random inputs, once per symbolic size."""
+def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: float,
+           variants: dict[int, str] | None = None) -> list[Comparison]:
+    """Run the exported library and ONNX Runtime on the same random inputs, once per symbolic size
+    and once per static-batch variant."""
     from toolkit.runtime.tvm import TvmSession
 
-    compiled = TvmSession(directory / LIBRARY, inputs, outputs, device)
+    compiled = TvmSession(directory / LIBRARY, inputs, outputs, device, variants)
     reference = OrtSession(directory / SOURCE_ONNX)
     symbols = sorted({d for s in inputs for d in s.shape if isinstance(d, str)})
     comparisons = []
-    for size in VERIFY_SIZES if symbols else (None,):
+    sizes = sorted(set(VERIFY_SIZES) | set(variants or {}))
+    for size in sizes if symbols else (None,):
         feeds = random_feeds(inputs, dict.fromkeys(symbols, size), seed=size or 0)
         comparisons.append(
             compare_outputs(reference.run(feeds), compiled.run(feeds), "onnxruntime", "tvm", atol, rtol)
@@ -133,6 +151,17 @@ def _verification_json(comparisons: list[Comparison], device: str) -> dict:
         "rtol": comparisons[0].rtol,
         "symbolic_sizes": list(VERIFY_SIZES),
     }
+
+
+def _batch_symbols(inputs) -> list[str]:
+    return sorted({s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], str) and s.shape[0] != "?"})
+
+
+def _choose_engine(directory: Path, inputs, outputs, device: str, variants: dict[int, str], log) -> dict:
+    from toolkit import engine
+
+    sessions = engine.candidates(directory, inputs, outputs, device, variants)
+    return engine.measure_engines(sessions, engine.batches_to_measure(inputs, variants), log)
 
 
 def _model_name(model: onnx.ModelProto, path) -> str:

@@ -1,4 +1,9 @@
-"""TVM session: runs a compiled artifact (model.so) on the Relax virtual machine."""
+"""TVM session: runs a compiled artifact (model.so) on the Relax virtual machine.
+
+A tuned artifact holds static-batch variants of its entry function (`main_b1`, `main_b8`, named
+in the manifest's "variants"); a call whose batch has one runs it, any other batch runs the
+dynamic `main`.
+"""
 
 from __future__ import annotations
 
@@ -26,11 +31,15 @@ def tvm_device(device: str):
 class TvmSession:
     backend = "tvm"
 
-    def __init__(self, library: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str):
+    def __init__(self, library: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str,
+                 variants: dict[int, str] | None = None):
         self.inputs, self.outputs, self.device = inputs, outputs, device
         self._dev = tvm_device(device)
         self._library = tvm.runtime.load_module(str(library))
         self._names = [o.name for o in outputs]
+        self._variants = dict(variants or {})
+        # The input whose first dimension is the (symbolic) batch picks the variant.
+        self._batch_input = next((s.name for s in inputs if s.shape and isinstance(s.shape[0], str)), None)
         # The VM keeps per-call state, so each thread gets its own over the shared library.
         self._local = threading.local()
 
@@ -42,17 +51,28 @@ class TvmSession:
                 f"artifact {artifact.path} was compiled for {artifact.device}, not {device}",
                 f"compile it with --target {device}, or load it with device='{artifact.device}'",
             )
-        return cls(artifact.file(LIBRARY), artifact.inputs, artifact.outputs, device)
+        variants = {int(b): name for b, name in artifact.manifest.get("variants", {}).items()}
+        return cls(artifact.file(LIBRARY), artifact.inputs, artifact.outputs, device, variants)
 
-    def _main(self):
-        main = getattr(self._local, "main", None)
-        if main is None:
-            main = self._local.main = relax.VirtualMachine(self._library, self._dev)["main"]
-        return main
+    def _function(self, name: str):
+        functions = getattr(self._local, "functions", None)
+        if functions is None:
+            functions = self._local.functions = {}
+            self._local.vm = relax.VirtualMachine(self._library, self._dev)
+        function = functions.get(name)
+        if function is None:
+            function = functions[name] = self._local.vm[name]
+        return function
+
+    def entry_for(self, feeds: dict[str, np.ndarray]) -> str:
+        """The function that serves these feeds: a static variant for its batch, else main."""
+        if self._variants and self._batch_input is not None:
+            return self._variants.get(feeds[self._batch_input].shape[0], "main")
+        return "main"
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = validate_feeds(self.inputs, feeds)
         args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[s.name]), self._dev) for s in self.inputs]
-        result = self._main()(*args)
+        result = self._function(self.entry_for(feeds))(*args)
         values = [result] if isinstance(result, tvm.runtime.Tensor) else list(result)
         return {name: value.numpy() for name, value in zip(self._names, values)}
