@@ -207,16 +207,19 @@ def _engine_line(engine: dict | None) -> str:
 @click.option("--tune-batch", "tune_batches", default="1,8", show_default=True, callback=lambda c, p, v: _int_list(c, p, v), help="Batch sizes that get tuned static variants (dynamic-batch models).")
 @click.option("--rpc-tracker", metavar="HOST:PORT", help="Measure tuning candidates on a remote device through a TVM RPC tracker.")
 @click.option("--rpc-key", help="The device key registered with the RPC tracker.")
+@click.option("--no-shipped-records", is_flag=True, help="Do not apply the tuning records shipped with dltk (benchmarks/tuning/).")
 @click.option("--no-engine-choice", is_flag=True, help="Do not measure ONNX Runtime against TVM; the artifact runs TVM.")
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Verification tolerance, absolute.")
 @click.option("--rtol", type=float, default=1e-3, show_default=True, help="Verification tolerance, relative.")
 @verbose_option
-def compile(model, output, target, tune_now, trials, time_budget, db, tune_batches, rpc_tracker, rpc_key, no_engine_choice, atol, rtol):
+def compile(model, output, target, tune_now, trials, time_budget, db, tune_batches, rpc_tracker, rpc_key,
+            no_shipped_records, no_engine_choice, atol, rtol):
     """Compile an ONNX model with TVM into a verified artifact directory."""
     from toolkit.compile import compile_model
     from toolkit.tune import tune_options
 
-    tuning = tune_options(trials if tune_now else 0, time_budget, db, tune_batches, rpc_tracker, rpc_key)
+    tuning = tune_options(trials if tune_now else 0, time_budget, db, tune_batches, rpc_tracker, rpc_key,
+                          shipped=not no_shipped_records)
     report = compile_model(model, output, target=target, atol=atol, rtol=rtol, tuning=tuning,
                            choose_engine=not no_engine_choice, log=progress)
     manifest = report.artifact.manifest

@@ -77,7 +77,7 @@ def compile_model(
             "tuning": prepared.manifest,
             "variants": variants,
             "engine": engine,
-            "verification": _verification_json(verification, device),
+            "verification": _verification_json(verification, device, _verify_sizes(prepared.variants)),
         }
         failed = [c for c in verification if not c.passed]
         if failed:
@@ -116,8 +116,7 @@ def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: flo
     reference = OrtSession(directory / SOURCE_ONNX)
     symbols = sorted({d for s in inputs for d in s.shape if isinstance(d, str)})
     comparisons = []
-    sizes = sorted(set(VERIFY_SIZES) | set(variants or {}))
-    for size in sizes if symbols else (None,):
+    for size in _verify_sizes(variants) if symbols else (None,):
         feeds = random_feeds(inputs, dict.fromkeys(symbols, size), seed=size or 0)
         comparisons.append(
             compare_outputs(reference.run(feeds), compiled.run(feeds), "onnxruntime", "tvm", atol, rtol)
@@ -139,7 +138,7 @@ def _can_run(device: str) -> bool:
     return tvm.cpu(0).exist if device == "cpu" else tvm.cuda(0).exist
 
 
-def _verification_json(comparisons: list[Comparison], device: str) -> dict:
+def _verification_json(comparisons: list[Comparison], device: str, sizes: list[int]) -> dict:
     if not comparisons:
         return {"status": "skipped", "reason": f"no {device} device on the compiling machine"}
     return {
@@ -149,8 +148,12 @@ def _verification_json(comparisons: list[Comparison], device: str) -> dict:
         "max_rel_error": max(c.max_rel for c in comparisons),
         "atol": comparisons[0].atol,
         "rtol": comparisons[0].rtol,
-        "symbolic_sizes": list(VERIFY_SIZES),
+        "symbolic_sizes": sizes,
     }
+
+
+def _verify_sizes(variants: dict[int, str] | None) -> list[int]:
+    return sorted(set(VERIFY_SIZES) | set(variants or {}))
 
 
 def _batch_symbols(inputs) -> list[str]:

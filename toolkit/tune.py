@@ -51,6 +51,7 @@ class TuneOptions:
     # random samples of the design space, much cheaper per batch, for smoke tests.
     strategy: str = "evolutionary"
     rpc: RpcTarget | None = None
+    shipped: bool = True  # apply the records shipped under benchmarks/tuning/ when they match
 
 
 @dataclass
@@ -93,10 +94,13 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
     key = target_key(target)
     user_db = _open_db((options.db or default_db_root()) / key) if (options.trials or options.db) else None
     shipped_dir = SHIPPED / key
-    shipped_db = _open_db(shipped_dir) if (shipped_dir / "database_workload.json").is_file() else None
+    use_shipped = options.shipped and (shipped_dir / "database_workload.json").is_file()
+    shipped_db = _open_db(shipped_dir) if use_shipped else None
     databases = [d for d in (user_db, shipped_db) if d is not None]
 
     trials_run, seconds = 0, 0.0
+    if options.trials > 0 and not tasks:
+        log("tuning: nothing to tune, every kernel has a symbolic shape MetaSchedule cannot tune")
     if options.trials > 0 and tasks:
         done = _records_for(tasks, databases)
         remaining = options.trials - sum(done)
@@ -403,7 +407,8 @@ def parse_duration(text: str) -> float:
         raise DltkError(f"--time-budget '{text}' is not a duration", "use e.g. 90s, 10m or 1h") from None
 
 
-def tune_options(trials: int, time_budget: str | None, db, batches, rpc_tracker: str | None, rpc_key: str | None) -> TuneOptions:
+def tune_options(trials: int, time_budget: str | None, db, batches, rpc_tracker: str | None, rpc_key: str | None,
+                 shipped: bool = True) -> TuneOptions:
     """TuneOptions from what `dltk compile` was given."""
     rpc = None
     if rpc_tracker or rpc_key:
@@ -418,4 +423,5 @@ def tune_options(trials: int, time_budget: str | None, db, batches, rpc_tracker:
         db=Path(db) if db else None,
         batches=tuple(batches),
         rpc=rpc,
+        shipped=shipped,
     )
