@@ -84,7 +84,11 @@ def single_stream(subject: Subject, batches: list[int], budget: Budget = Budget(
         feeds = subject.feeds(batch)
         for backend, session in subject.sessions.items():
             log(f"measuring {subject.model} {backend} batch {batch}")
-            latencies = measure(lambda: session.run(feeds), budget)
+            if hasattr(session, "device_latencies"):  # a remote device: timed there, without the network
+                measure(lambda: session.run(feeds), Budget(warmup=budget.warmup, min_iterations=0, min_seconds=0))
+                latencies = session.device_latencies(feeds, budget.min_iterations)
+            else:
+                latencies = measure(lambda: session.run(feeds), budget)
             stats = summarize(latencies)
             results.append(
                 {
@@ -129,8 +133,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DLTK_CACHE_DIR") or Path.home() / ".cache" / "dltk")
 
 
-def open_subject(source: str, backends: list[str], device: str = "cpu", log=lambda line: None) -> Subject:
-    """A zoo NAME or checkpoint (every backend, same weights, held-out inputs), an ONNX file or an artifact."""
+def open_subject(source: str, backends: list[str], device: str = "cpu", log=lambda line: None, rpc=None) -> Subject:
+    """A zoo NAME or checkpoint (every backend, same weights, held-out inputs), an ONNX file or an artifact.
+
+    With `rpc` (a toolkit.tune.RpcTarget), the tvm backend runs on the tracker's device for its key.
+    """
+    subject = _open_subject(source, backends, device, log)
+    if rpc is not None and "tvm" in subject.sessions:
+        from toolkit.remote import RemoteTvmSession
+
+        artifact = open_artifact(subject.sessions["tvm"].artifact_path)
+        subject.sessions["tvm"] = RemoteTvmSession(artifact, rpc)
+    return subject
+
+
+def _open_subject(source: str, backends: list[str], device: str, log) -> Subject:
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise DltkError(f"unknown backend '{unknown[0]}'", f"use any of {','.join(BACKENDS)}")

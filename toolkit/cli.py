@@ -280,12 +280,16 @@ def _int_list(ctx, param, value):
 @click.option("--min-seconds", type=float, default=1.0, show_default=True)
 @click.option("--warmup", type=int, default=20, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON ('-' for stdout).")
+@click.option("--rpc-tracker", metavar="HOST:PORT", help="Run the tvm backend on a remote device through a TVM RPC tracker.")
+@click.option("--rpc-key", help="The device key registered with the RPC tracker.")
 @verbose_option
-def bench(source, backends, batches, device, scenario, min_iterations, min_seconds, warmup, json_path):
+def bench(source, backends, batches, device, scenario, min_iterations, min_seconds, warmup, json_path, rpc_tracker, rpc_key):
     """Measure latency per backend and batch size, side by side in one run."""
     from toolkit import bench as benchmark
+    from toolkit.tune import rpc_target
 
-    subject = benchmark.open_subject(source, [b.strip() for b in backends.split(",") if b.strip()], device, log=progress)
+    subject = benchmark.open_subject(source, [b.strip() for b in backends.split(",") if b.strip()], device,
+                                     log=progress, rpc=rpc_target(rpc_tracker, rpc_key))
     budget = benchmark.Budget(warmup=warmup, min_iterations=min_iterations, min_seconds=min_seconds)
     results = benchmark.single_stream(subject, batches, budget, log=progress)
     report = benchmark.report(results)

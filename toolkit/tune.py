@@ -92,7 +92,11 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
     tasks = [t for t in ms.relax_integration.extract_tasks(module, tvm_target) if not _is_dynamic(t)]
 
     key = target_key(target)
-    user_db = _open_db((options.db or default_db_root()) / key) if (options.trials or options.db) else None
+    user_dir = user_db_path(options, target)
+    # The default database (the dltk cache) is read whenever it exists: a plain compile reuses
+    # what an earlier `--tune` without --db recorded.
+    has_records = (user_dir / "database_workload.json").is_file()
+    user_db = _open_db(user_dir) if (options.trials or options.db or has_records) else None
     shipped_dir = SHIPPED / key
     use_shipped = options.shipped and (shipped_dir / "database_workload.json").is_file()
     shipped_db = _open_db(shipped_dir) if use_shipped else None
@@ -105,8 +109,7 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
         done = _records_for(tasks, databases)
         remaining = options.trials - sum(done)
         if remaining > 0:
-            log(f"tuning {len(tasks)} kernels for {key}: {remaining} trials to go "
-                f"({sum(done)} already in {user_db_path(options, target)})")
+            log(f"tuning {len(tasks)} kernels for {key}: {remaining} trials to go ({sum(done)} already in {user_dir})")
             start = time.perf_counter()
             trials_run = _tune(tasks, done, remaining, tvm_target, user_db, options, log)
             seconds = time.perf_counter() - start
@@ -124,7 +127,7 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
     if covered:
         manifest = {
             "target_key": key,
-            "database": str(user_db_path(options, target)) if user_db is not None else None,
+            "database": str(user_dir) if user_db is not None else None,
             "shipped_records": str(shipped_dir.relative_to(SHIPPED.parent.parent)) if shipped_db is not None else None,
             "static_batches": sorted(kept),
             "kernels": len(tasks),
@@ -410,13 +413,7 @@ def parse_duration(text: str) -> float:
 def tune_options(trials: int, time_budget: str | None, db, batches, rpc_tracker: str | None, rpc_key: str | None,
                  shipped: bool = True) -> TuneOptions:
     """TuneOptions from what `dltk compile` was given."""
-    rpc = None
-    if rpc_tracker or rpc_key:
-        host, sep, port = (rpc_tracker or "").rpartition(":")
-        if not (rpc_tracker and rpc_key and sep and host and port.isdigit()):
-            raise DltkError("remote measurement needs both --rpc-tracker HOST:PORT and --rpc-key KEY",
-                            "e.g. --rpc-tracker 127.0.0.1:9190 --rpc-key board")
-        rpc = RpcTarget(host, int(port), rpc_key)
+    rpc = rpc_target(rpc_tracker, rpc_key)
     return TuneOptions(
         trials=trials,
         time_budget_s=parse_duration(time_budget) if time_budget else None,
@@ -425,3 +422,14 @@ def tune_options(trials: int, time_budget: str | None, db, batches, rpc_tracker:
         rpc=rpc,
         shipped=shipped,
     )
+
+
+def rpc_target(tracker: str | None, key: str | None) -> RpcTarget | None:
+    """`--rpc-tracker HOST:PORT --rpc-key KEY` as an RpcTarget; None when neither is given."""
+    if not tracker and not key:
+        return None
+    host, sep, port = (tracker or "").rpartition(":")
+    if not (tracker and key and sep and host and port.isdigit()):
+        raise DltkError("remote measurement needs both --rpc-tracker HOST:PORT and --rpc-key KEY",
+                        "e.g. --rpc-tracker 127.0.0.1:9190 --rpc-key board")
+    return RpcTarget(host, int(port), key)

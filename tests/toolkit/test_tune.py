@@ -9,11 +9,11 @@ import pytest
 from toolkit import runtime
 from toolkit.compile import compile_model
 from toolkit.errors import DltkError
-from toolkit.tune import TuneOptions, parse_duration, target_key, tune_options
+from toolkit.tune import SHIPPED, TuneOptions, parse_duration, target_key, tune_options
 
 # Random samples of the design space and no cost model: the cheapest search that still
-# builds, runs and records real candidates.
-SMOKE = dict(cost_model="random", strategy="replay-trace")
+# builds, runs and records real candidates. Shipped records off: these tests start from nothing.
+SMOKE = dict(cost_model="random", strategy="replay-trace", shipped=False)
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +60,29 @@ def test_second_compile_reuses_the_database_without_tuning(tuned, mlp_onnx):
     assert again.manifest["tuning"]["trials_run"] == 0
     assert again.manifest["variants"] == artifact.manifest["variants"]
     # and a plain compile that only names the database applies its records too
-    plain = compile_model(mlp_onnx, root / "plain.tvm", tuning=TuneOptions(db=options.db), choose_engine=False).artifact
+    plain = compile_model(mlp_onnx, root / "plain.tvm", tuning=TuneOptions(db=options.db, shipped=False),
+                          choose_engine=False).artifact
     assert plain.manifest["tuning"]["trials_run"] == 0 and plain.manifest["variants"]
 
 
 def test_compile_without_records_stays_one_dynamic_function(mlp_onnx, tmp_path):
-    artifact = compile_model(mlp_onnx, tmp_path / "m.tvm", tuning=TuneOptions(db=tmp_path / "empty"),
+    artifact = compile_model(mlp_onnx, tmp_path / "m.tvm", tuning=TuneOptions(db=tmp_path / "empty", shipped=False),
                              choose_engine=False).artifact
     assert artifact.manifest["tuning"] is None and artifact.manifest["variants"] == {}
+
+
+def test_shipped_records_apply_when_the_target_matches(mlp_onnx, tmp_path):
+    from toolkit.target import host_cpu
+
+    key = target_key(host_cpu())
+    if not (SHIPPED / key / "database_workload.json").is_file():
+        pytest.skip(f"no records shipped for this host's target {key}")
+    artifact = compile_model(mlp_onnx, tmp_path / "m.tvm", tuning=TuneOptions(db=tmp_path / "empty"),
+                             choose_engine=False).artifact
+    tuning = artifact.manifest["tuning"]
+    assert tuning["shipped_records"] == f"benchmarks/tuning/{key}" and tuning["trials_run"] == 0
+    assert tuning["kernels_with_records"] == tuning["kernels"]  # every static kernel of the MLP
+    assert artifact.manifest["variants"] == {"1": "main_b1", "8": "main_b8"}
 
 
 def test_target_key_names_cpu_and_cores_or_gpu_arch():
@@ -93,7 +108,7 @@ def test_cli_compile_tune_reuses_the_database_and_inspect_shows_the_choice(tuned
     root, options, _ = tuned
     out = root / "cli.tvm"
     result = CliRunner().invoke(cli, ["compile", str(mlp_onnx), "-o", str(out), "--tune", "--trials", "4",
-                                      "--db", str(options.db)])
+                                      "--db", str(options.db), "--no-shipped-records"])
     assert result.exit_code == 0, result.output
     assert "not tuning again" in result.stderr
     assert "tuned batches [1, 8]" in result.stdout

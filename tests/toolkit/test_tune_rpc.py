@@ -35,9 +35,50 @@ def test_tuning_measures_candidates_on_the_rpc_device(rpc_device, tmp_path):
 
     export_model("mlp", tmp_path / "mlp.onnx")
     options = TuneOptions(trials=4, db=tmp_path / "db", batches=(1,), cost_model="random",
-                          strategy="replay-trace", rpc=rpc_device)
+                          strategy="replay-trace", rpc=rpc_device, shipped=False)
     artifact = compile_model(tmp_path / "mlp.onnx", tmp_path / "mlp.tvm", tuning=options, choose_engine=False).artifact
     tuning = artifact.manifest["tuning"]
     assert tuning["measured_on"] == f"rpc {KEY}@127.0.0.1:{rpc_device.port}"
     assert tuning["trials_run"] >= 1 and artifact.manifest["variants"] == {"1": "main_b1"}
     assert artifact.manifest["verification"]["status"] == "passed"
+
+
+def test_bench_runs_the_tvm_backend_on_the_rpc_device(rpc_device, lenet_artifact):
+    import json
+
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli
+
+    result = CliRunner().invoke(cli, ["bench", str(lenet_artifact), "--backend", "ort,tvm", "--batch", "1,8",
+                                      "--warmup", "2", "--min-iterations", "5", "--min-seconds", "0",
+                                      "--rpc-tracker", f"127.0.0.1:{rpc_device.port}", "--rpc-key", KEY,
+                                      "--json", "-"])
+    assert result.exit_code == 0, result.output
+    rows = {(r["backend"], r["batch"]): r for r in json.loads(result.stdout)["results"]}
+    assert rows[("tvm", 8)]["device"] == f"cpu (rpc {KEY})" and rows[("ort", 8)]["device"] == "cpu"
+    assert rows[("tvm", 1)]["iterations"] == 5 and rows[("tvm", 1)]["latency_ms"]["p50"] > 0
+
+
+def test_remote_session_matches_the_local_one(rpc_device, lenet_artifact):
+    import numpy as np
+
+    from toolkit import runtime
+    from toolkit.remote import RemoteTvmSession
+
+    remote = RemoteTvmSession(runtime.open_artifact(lenet_artifact), rpc_device)
+    x = np.random.default_rng(0).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    local = runtime.load(lenet_artifact, backend="tvm").run({"input": x})["logits"]
+    np.testing.assert_allclose(remote.run({"input": x})["logits"], local, atol=1e-6)
+
+
+def test_unreachable_tracker_or_unknown_key_is_a_usage_error(rpc_device, lenet_artifact):
+    from toolkit import runtime
+    from toolkit.errors import DltkError
+    from toolkit.remote import RemoteTvmSession
+
+    artifact = runtime.open_artifact(lenet_artifact)
+    with pytest.raises(DltkError, match="cannot get device 'x' from the RPC tracker at 127.0.0.1:1"):
+        RemoteTvmSession(artifact, RpcTarget("127.0.0.1", 1, "x"))
+    with pytest.raises(DltkError, match="no server registered with that key"):
+        RemoteTvmSession(artifact, RpcTarget("127.0.0.1", rpc_device.port, "nobody"))

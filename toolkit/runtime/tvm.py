@@ -36,6 +36,7 @@ class TvmSession:
         self.inputs, self.outputs, self.device = inputs, outputs, device
         self._dev = tvm_device(device)
         self._library = tvm.runtime.load_module(str(library))
+        self.artifact_path = Path(library).parent
         self._names = [o.name for o in outputs]
         self._variants = dict(variants or {})
         # The input whose first dimension is the (symbolic) batch picks the variant.
