@@ -73,7 +73,39 @@ class TvmSession:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = validate_feeds(self.inputs, feeds)
-        args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[s.name]), self._dev) for s in self.inputs]
-        result = self._function(self.entry_for(feeds))(*args)
+        to_tvm, to_numpy = (_cpu_tensor, _cpu_numpy) if self.device == "cpu" else (self._device_tensor, _device_numpy)
+        result = self._function(self.entry_for(feeds))(*[to_tvm(feeds[s.name]) for s in self.inputs])
         values = [result] if isinstance(result, tvm.runtime.Tensor) else list(result)
-        return {name: value.numpy() for name, value in zip(self._names, values)}
+        return {name: to_numpy(value) for name, value in zip(self._names, values)}
+
+    def _device_tensor(self, array: np.ndarray):
+        return tvm.runtime.tensor(np.ascontiguousarray(array), self._dev)
+
+
+# tvm.runtime.tensor(array) and Tensor.numpy() cost about 27 us and 10 us per call here, more
+# than a small model's whole run; DLPack hands memory over in under 1 us. Inputs are copied
+# into an aligned buffer of our own (TVM requires 64-byte alignment, and the caller's array must
+# not be aliased); outputs are copied out, as a model output can alias a weight.
+_ALIGNMENT = 64
+
+
+def _cpu_tensor(array: np.ndarray):
+    buffer = np.empty(array.nbytes + _ALIGNMENT, np.uint8)
+    offset = -buffer.ctypes.data % _ALIGNMENT
+    aligned = buffer[offset:offset + array.nbytes].view(array.dtype).reshape(array.shape)
+    aligned[...] = array
+    try:
+        return tvm.runtime.from_dlpack(aligned)
+    except Exception:  # a dtype DLPack cannot carry (TVM raises its own error types)
+        return tvm.runtime.tensor(np.ascontiguousarray(array))
+
+
+def _cpu_numpy(value) -> np.ndarray:
+    try:
+        return np.from_dlpack(value).copy()
+    except Exception:  # a dtype numpy's DLPack import refuses
+        return value.numpy()
+
+
+def _device_numpy(value) -> np.ndarray:
+    return value.numpy()
