@@ -200,7 +200,7 @@ def _backend_pipeline(tvm_target):
 
 
 def _tune(tasks, done: list[int], remaining: int, tvm_target, database, options: TuneOptions, log) -> int:
-    """Round-robin over the kernels, least-tuned first, one batch of candidates at a time.
+    """Round-robin over the kernels, least-tuned and costliest first, one batch of candidates at a time.
 
     One MetaSchedule call per batch (rather than one for everything) is what lets a time budget
     stop between batches and a later run pick up where this one stopped.
@@ -215,9 +215,12 @@ def _tune(tasks, done: list[int], remaining: int, tvm_target, database, options:
     per_round = max(4, min(TRIALS_PER_ROUND, math.ceil(remaining / len(tasks))))
     deadline = time.perf_counter() + options.time_budget_s if options.time_budget_s else math.inf
     start, run = time.perf_counter(), 0
+    # Least-tuned first; among those the most work (FLOPs x uses), so a short budget goes to
+    # the convolutions and matmuls rather than to reshapes.
+    work = [_flops(t) * t.weight for t in tasks]
     try:
         while run < remaining and time.perf_counter() < deadline:
-            order = sorted(range(len(tasks)), key=lambda i: (done[i], -tasks[i].weight))
+            order = sorted(range(len(tasks)), key=lambda i: (done[i], -work[i]))
             progressed = False
             for i in order:
                 if run >= remaining or time.perf_counter() >= deadline:
@@ -378,6 +381,15 @@ def _best_us(database, task) -> str:
     return f"{1e6 * sum(seconds) / len(seconds):.1f} us"
 
 
+def _flops(task) -> float:
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    try:
+        return float(estimate_tir_flops(task.dispatched[0]))
+    except Exception:  # some kernels have no FLOP estimate (opaque loops); tune them last
+        return 0.0
+
+
 def _cores(tvm_target) -> int:
     return int(tvm_target.attrs.get("num-cores", 1) or 1)
 
@@ -395,7 +407,13 @@ def _quiet_meta_schedule_console() -> None:
     import logging
 
     verbose = logging.getLogger().level == logging.DEBUG
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.INFO if verbose else logging.ERROR)
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    logger.setLevel(logging.INFO if verbose else logging.ERROR)
+    # MetaSchedule's logging set-up lists the logger's handlers by name and fails on one
+    # without a name (as a handler another library or a test harness attached has).
+    for handler in list(logger.handlers):
+        if handler.get_name() is None:
+            logger.removeHandler(handler)
 
 
 def parse_duration(text: str) -> float:
