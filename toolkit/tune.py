@@ -207,6 +207,7 @@ def _tune(tasks, done: list[int], remaining: int, tvm_target, database, options:
     """
     from tvm.s_tir import meta_schedule as ms
 
+    _require_tune_extra(options)
     _load_tensor_intrinsics(tvm_target)
     builder = _in_process_builder()
     runner = _runner(options.rpc)
@@ -253,6 +254,16 @@ def _tune(tasks, done: list[int], remaining: int, tvm_target, database, options:
     if time.perf_counter() >= deadline:
         log(f"tuning: time budget of {_clock(options.time_budget_s)} spent after {run} trials; rerun to continue")
     return run
+
+
+def _require_tune_extra(options: TuneOptions) -> None:
+    import importlib.util
+
+    needed = ["psutil", "cloudpickle"] + (["xgboost"] if options.cost_model == "xgb" else [])
+    needed += ["tornado"] if options.rpc else []
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise DltkError(f"tuning needs {', '.join(missing)}, not installed", "pip install 'dltk[tune]'")
 
 
 def _in_process_builder():
