@@ -6,14 +6,14 @@ DLTK := $(BIN)/dltk
 INSTALLED := $(VENV)/.installed
 DEMO := build/demo
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test bench clean
 
 setup: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,tune]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,serve,ray,plot,tune]'
 	touch $@
 
 # Train LeNet on the 8x8 digits, export, compile for this CPU, run, and benchmark.
@@ -24,6 +24,11 @@ demo: $(INSTALLED)
 	$(DLTK) compile $(DEMO)/lenet.onnx -o $(DEMO)/lenet.tvm --target cpu
 	$(DLTK) run $(DEMO)/lenet.tvm
 	$(DLTK) bench $(DEMO)/lenet.pt --backend torch,ort,tvm --batch 1,8 --json $(DEMO)/bench.json
+
+# The README's latency table: every zoo model on every backend, written to benchmarks/results/<machine>/.
+BENCH_ARGS ?= --backend torch,ort,tvm --batch 1,8,32 --scenario single-stream,offline
+bench: $(INSTALLED)
+	$(DLTK) bench --zoo $(BENCH_ARGS)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q

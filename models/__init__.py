@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from models import lenet, mlp
+from models import lenet, mlp, rnn
 from models.registry import ModelSpec
 
-REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (mlp.SPEC, lenet.SPEC)}
+REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (mlp.SPEC, lenet.SPEC, *rnn.SPECS)}
 
 
 def get(name: str) -> ModelSpec:

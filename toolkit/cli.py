@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from toolkit.errors import DltkError
+from toolkit.errors import CheckFailed, DltkError
 
 _verbose = False
 
@@ -147,6 +147,8 @@ def export(source, output, opset, batch, atol, rtol):
 
     progress(f"exporting {source}")
     report = export_model(source, output, opset=opset, batch=batch, atol=atol, rtol=rtol)
+    if not report.trained:
+        progress(f"note: {source} has freshly initialised weights; 'dltk train {source}' first for a useful model")
     click.echo(f"wrote {report.path} (opset {report.opset}; {report.parity.summary()})")
 
 
@@ -270,59 +272,228 @@ def _int_list(ctx, param, value):
     return numbers
 
 
+def _name_list(ctx, param, value):
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+def _threads_list(ctx, param, value):
+    return tuple(_int_list(ctx, param, value)) if value else (None,)
+
+
 @cli.command()
-@click.argument("source", metavar="NAME|CKPT|MODEL.onnx|ARTIFACT")
-@click.option("--backend", "backends", default="torch,ort,tvm", show_default=True, help="Comma-separated: torch, ort, tvm.")
+@click.argument("source", metavar="NAME|CKPT|MODEL.onnx|ARTIFACT", required=False)
+@click.option("--zoo", is_flag=True, help="Every model in the zoo; writes JSON, CSV, RESULTS.md and a plot to -o DIR.")
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="With --zoo [default: benchmarks/results/<machine>].")
+@click.option("--note", default="", help="With --zoo: a line for RESULTS.md (e.g. that the machine was shared).")
+@click.option("--backend", "backends", default="torch,ort,tvm", show_default=True, callback=_name_list,
+              help="Comma-separated: torch, torch.compile, ort, tvm.")
 @click.option("--batch", "batches", default="1", show_default=True, callback=_int_list, help="Comma-separated batch sizes.")
+@click.option("--threads", default=None, callback=_threads_list, help="Comma-separated intra-op thread counts [default: each library's].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--scenario", type=click.Choice(["single-stream"]), default="single-stream", show_default=True)
-@click.option("--min-iterations", type=int, default=200, show_default=True)
-@click.option("--min-seconds", type=float, default=1.0, show_default=True)
-@click.option("--warmup", type=int, default=20, show_default=True)
+@click.option("--scenario", "scenarios", default="single-stream", show_default=True, callback=_name_list,
+              help="Comma-separated: single-stream, multi-stream, offline, server.")
+@click.option("--target-qps", type=float, help="server: run at this rate.")
+@click.option("--p99-bound", type=float, help="server: search the highest QPS whose p99 stays under this many ms.")
+@click.option("--samples-per-query", type=int, default=8, show_default=True, help="multi-stream: samples in each query.")
+@click.option("--ort-opt", type=click.Choice(["disable", "basic", "extended", "all"]), default="all", show_default=True,
+              help="ONNX Runtime graph optimization level.")
+@click.option("--ort-providers", default="", callback=_name_list, help="ONNX Runtime providers [default: the device's].")
+@click.option("--warmup", type=int, default=20, show_default=True, help="Calls before timing, in every run.")
+@click.option("--min-iterations", type=int, default=200, show_default=True, help="Timed calls per run, at least.")
+@click.option("--min-seconds", type=float, default=1.0, show_default=True, help="Seconds per run, at least.")
+@click.option("--max-seconds", type=float, default=60.0, show_default=True, help="Seconds per run, at most.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Runs of each measurement, for a confidence interval.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON ('-' for stdout).")
-@click.option("--rpc-tracker", metavar="HOST:PORT", help="Run the tvm backend on a remote device through a TVM RPC tracker.")
-@click.option("--rpc-key", help="The device key registered with the RPC tracker.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write results as CSV.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG: latency against batch, and its distribution.")
 @verbose_option
-def bench(source, backends, batches, device, scenario, min_iterations, min_seconds, warmup, json_path, rpc_tracker, rpc_key):
-    """Measure latency per backend and batch size, side by side in one run."""
+def bench(source, zoo, output, note, backends, batches, threads, device, scenarios, target_qps, p99_bound,
+          samples_per_query, ort_opt, ort_providers, warmup, min_iterations, min_seconds, max_seconds, repeats,
+          json_path, csv_path, plot_path):
+    """Measure latency per backend, batch size and thread count, side by side in one run."""
     from toolkit import bench as benchmark
-    from toolkit.tune import rpc_target
+    from toolkit.bench import output as results
 
-    subject = benchmark.open_subject(source, [b.strip() for b in backends.split(",") if b.strip()], device,
-                                     log=progress, rpc=rpc_target(rpc_tracker, rpc_key))
-    budget = benchmark.Budget(warmup=warmup, min_iterations=min_iterations, min_seconds=min_seconds)
-    results = benchmark.single_stream(subject, batches, budget, log=progress)
-    report = benchmark.report(results)
-    for r in benchmark.noisy(results):
-        progress(f"warning: {r['backend']} batch {r['batch']} varies a lot (CoV {r['cov']:.0%}); close other work and rerun")
+    if bool(source) == zoo:
+        raise DltkError("give a model to benchmark or --zoo, not both or neither", "see 'dltk bench --help'")
+    plan = benchmark.Plan(
+        backends=backends, batches=tuple(batches), threads=threads, scenarios=scenarios, device=device,
+        budget=benchmark.Budget(warmup=warmup, min_iterations=min_iterations, min_seconds=min_seconds,
+                                max_seconds=max_seconds, repeats=repeats),
+        server=benchmark.ServerSettings(target_qps=target_qps, p99_bound_ms=p99_bound),
+        samples_per_query=samples_per_query, ort=benchmark.OrtOptions(ort_opt, ort_providers),
+    )
+    if zoo:
+        from toolkit.bench.suite import run_zoo
+
+        run, written = run_zoo(plan, output, note, log=progress)
+    else:
+        run, written = benchmark.run_benchmark([source], plan, log=progress), None
+    for warning in run.warnings:
+        progress(f"warning: {warning}")
+    files = results.write_files(run, json_path=json_path if json_path != "-" else None, csv_path=csv_path, plot_path=plot_path)
     if json_path == "-":
-        return _echo_json(report)
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
-    console().print(_bench_table(results, report["env"]))
-    if json_path:
-        click.echo(f"wrote {json_path}")
+        return click.echo(results.to_json_text(run), nl=False)
+    for table in results.tables(run):
+        console().print(table)
+    for path in files + ([written] if written else []):
+        click.echo(f"wrote {path}")
 
 
-def _bench_table(results, env):
-    from rich.table import Table
+@cli.command()
+@click.argument("source", metavar="MODEL.onnx|ARTIFACT|NAME|CKPT")
+@click.option("--backend", "backends", default="ort,tvm", show_default=True, callback=_name_list,
+              help="Comma-separated; the first is the reference. torch needs a zoo NAME or CKPT.")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Samples per input.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--atol", type=float, default=1e-4, show_default=True)
+@click.option("--rtol", type=float, default=1e-3, show_default=True)
+@click.option("--per-layer", is_flag=True, help="Compare every intermediate tensor (ort vs tvm); name the first node that diverges.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@verbose_option
+def compare(source, backends, batch, device, atol, rtol, per_layer, as_json):
+    """Check that backends agree; exit 1 when any output is over tolerance."""
+    from toolkit import compare as comparing
 
-    from toolkit.bench import ratio_to
+    if per_layer:
+        result = comparing.compare_layers(source, backends, batch, device, atol, rtol, log=progress)
+        failed = None if result.passed else result.summary()
+        report, lines = result.to_json(), _layer_lines(result)
+    else:
+        results = comparing.compare_backends(source, backends, batch, device, atol, rtol, log=progress)
+        failed = next((c.summary() for c in results if not c.passed), None)
+        report, lines = {"comparisons": [c.to_json() for c in results]}, [x for c in results for x in _output_lines(c)]
+    if as_json:
+        _echo_json(report)
+    else:
+        for line in lines:
+            click.echo(line)
+    if failed:
+        raise CheckFailed(failed, "see the report above; loosen --atol/--rtol only if the difference is expected")
 
-    ratios = ratio_to(results, "ort")
-    table = Table(title=f"single-stream latency, ms ({env['cpu']}, {env['cores']} cores)", box=None)
-    for column in ("model", "backend", "device", "batch", "p50", "p90", "p99", "mean", "samples/s", "p50 vs ort"):
-        table.add_column(column, justify="left" if column in ("model", "backend", "device") else "right")
-    for r in results:
-        lat = r["latency_ms"]
-        ratio = ratios.get((r["model"], r["backend"], r["batch"]))
-        table.add_row(
-            r["model"], r["backend"], r["device"], str(r["batch"]),
-            f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{lat['mean']:.3f}",
-            f"{r['throughput_per_s']:,.0f}", f"{ratio:.2f}x" if ratio is not None else "",
-        )
-    return table
+
+def _histogram_lines(diff) -> list[str]:
+    from toolkit.compare import ERROR_BINS
+
+    widest = max(diff.histogram, default=0) or 1
+    return [f"      |err| {label:>7} {count:>8}  {'#' * round(24 * count / widest)}"
+            for label, count in zip(ERROR_BINS, diff.histogram) if count]
+
+
+def _output_lines(comparison) -> list[str]:
+    lines = [comparison.summary()]
+    for o in comparison.outputs:
+        lines.append(f"  {o.name}: max abs {o.max_abs:.3e}, max rel {o.max_rel:.3e}, "
+                     f"{o.mismatches}/{o.size} over tolerance")
+        lines += _histogram_lines(o)
+    return lines
+
+
+def _layer_lines(result) -> list[str]:
+    first = result.first_divergence
+    lines = []
+    for layer in result.layers:
+        worst = max(layer.outputs, key=lambda o: o.max_abs)
+        mark = "  <- first divergence" if layer is first else ""
+        lines.append(f"  #{layer.index:<4} {layer.node:32} {layer.op_type:18} max abs {worst.max_abs:.2e}  "
+                     f"max rel {worst.max_rel:.2e}  {worst.mismatches}/{worst.size} over{mark}")
+    if first is not None:
+        lines.append("")
+        for o in first.outputs:
+            lines.append(f"  {first.node} output {o.name}:")
+            lines += _histogram_lines(o)
+    if result.skipped:
+        lines.append(f"  not compared (not floating point): {', '.join(result.skipped)}")
+    return lines + [result.summary()]
+
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True, metavar="[NAME=]MODEL.onnx|ARTIFACT...")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on (0: a free one).")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Rows per dynamic batch (1: no batching).")
+@click.option("--max-delay-ms", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Longest wait for a batch to fill.")
+@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True, help="Larger requests get 413.")
+@click.option("--backend", type=click.Choice(["ort", "tvm"]), help="[default: tvm for artifacts, ort for ONNX]")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="ONNX Runtime threads per model (0: one per core; 1 stops idle threads spinning beside the server).")
+@verbose_option
+def serve(models, host, port, max_batch_size, max_delay_ms, max_body_mb, backend, device, threads):
+    """Serve models over the Open Inference Protocol v2 (KServe / Triton REST) until Ctrl-C or SIGTERM."""
+    from toolkit.serve import BatchPolicy, serve as run_server
+
+    policy = BatchPolicy(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms)
+    run_server(list(models), host=host, port=port, policy=policy, max_body_bytes=int(max_body_mb * 2**20),
+               device=device, backend=backend, threads=threads, log=progress)
+    progress("stopped")
+
+
+@cli.command()
+@click.argument("url")
+@click.option("--model", help="Model to load [default: the server's only model].")
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Closed-loop clients.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Poisson arrivals per second instead of a closed loop.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True, help="Seconds of load.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Rows per request.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@verbose_option
+def loadtest(url, model, concurrency, rate, duration, batch, as_json):
+    """Load a v2 server: closed loop or Poisson arrivals; report QPS, p50/p99 latency and errors."""
+    from toolkit.loadtest import load_server
+
+    how = f"{rate:g} requests/s (Poisson)" if rate else f"{concurrency} clients (closed loop)"
+    progress(f"loading {url} with {how} for {duration:g} s")
+    result = load_server(url, model=model, concurrency=concurrency, rate=rate, duration=duration, batch=batch)
+    if as_json:
+        return _echo_json(result.to_json())
+    click.echo(result.summary())
+    if result.errors:
+        click.echo("errors: " + ", ".join(f"{kind} x{count}" for kind, count in result.error_kinds.items()))
+
+
+@cli.group()
+def deploy():
+    """Write deployment material: a Triton model repository, a KServe InferenceService."""
+
+
+@deploy.command("triton")
+@click.argument("model", type=click.Path(), metavar="MODEL.onnx|ARTIFACT")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Model repository directory.")
+@click.option("--name", help="Model name [default: the model's own].")
+@click.option("--max-batch-size", type=click.IntRange(min=0), default=32, show_default=True)
+@click.option("--max-delay-us", type=click.IntRange(min=0), default=2000, show_default=True, help="Triton's max_queue_delay_microseconds.")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@verbose_option
+def deploy_triton(model, output, name, max_batch_size, max_delay_us, instances, device):
+    """Write a Triton model repository entry: NAME/config.pbtxt and NAME/1/model.onnx."""
+    from toolkit.deploy import write_triton_repository
+
+    directory = write_triton_repository(model, output, name=name, max_batch_size=max_batch_size,
+                                        max_delay_us=max_delay_us, instances=instances, device=device)
+    click.echo(f"wrote {directory}/config.pbtxt and {directory}/1/model.onnx")
+
+
+@deploy.command("kserve")
+@click.argument("model", type=click.Path(), metavar="MODEL.onnx|ARTIFACT")
+@click.option("--storage-uri", required=True, help="Where the model is uploaded (s3://, gs://, pvc://...).")
+@click.option("--image", help="Run this dltk server image instead of KServe's Triton runtime (serves TVM artifacts too).")
+@click.option("--name", help="Model name [default: the model's own].")
+@click.option("--cpu", default="1", show_default=True)
+@click.option("--memory", default="1Gi", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="YAML file to write [default: stdout].")
+@verbose_option
+def deploy_kserve(model, storage_uri, image, name, cpu, memory, output):
+    """Write a KServe InferenceService (v2 protocol) for a model."""
+    from toolkit.deploy import kserve_manifest, write_text_atomically
+
+    manifest = kserve_manifest(model, name=name, storage_uri=storage_uri, image=image, cpu=cpu, memory=memory)
+    if not output:
+        return click.echo(manifest, nl=False)
+    write_text_atomically(output, manifest)
+    click.echo(f"wrote {output}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnx
 
+from toolkit import optimize
 from toolkit.compare import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.errors import CheckFailed, DltkError
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
@@ -61,7 +62,8 @@ def compile_model(
         verification, engine = [], {"chosen": "tvm", "reason": f"not measured: no {device} device here"}
         if _can_run(device):
             log("verifying against ONNX Runtime")
-            verification = verify(tmp, inputs, outputs, device, atol, rtol, prepared.variants)
+            verification = verify(tmp, inputs, outputs, device, atol, rtol, optimize.sequence_length_limits(model),
+                                  prepared.variants)
             if choose_engine and all(c.passed for c in verification):
                 engine = _choose_engine(tmp, inputs, outputs, device, prepared.variants, log)
             elif not choose_engine:
@@ -90,6 +92,7 @@ def import_onnx(model: onnx.ModelProto):
     """The ONNX graph as a Relax IRModule, weights bound as constants."""
     from tvm.relax.frontend.onnx import from_onnx
 
+    model = optimize.for_tvm(model)  # ops the importer lacks (LSTM, GRU, RNN) become ops it has
     try:
         return from_onnx(model, keep_params_in_input=False)
     except Exception as e:  # the importer raises OpNotImplemented, TVMError, ValueError, ...
@@ -97,19 +100,27 @@ def import_onnx(model: onnx.ModelProto):
         raise DltkError(f"TVM cannot import this model: {message}", "see 'dltk inspect' for the ops TVM supports") from e
 
 
-def build(prepared, target: dict):
+def build(module, target: dict):
+    """Compile a Relax module; a `tune.Prepared` one gets its tuning records and static variants."""
+    import tvm
+
     from toolkit import tune
 
     try:
-        return tune.build(prepared, target)
+        if isinstance(module, tune.Prepared):
+            return tune.build(module, target)
+        return tvm.compile(module, tvm.target.Target(target))
     except Exception as e:
         raise CheckFailed(f"TVM failed to compile the model: {str(e).strip().splitlines()[0]}", "rerun with -v for the trace") from e
 
 
-def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: float,
+def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: float, length_limits=None,
            variants: dict[int, str] | None = None) -> list[Comparison]:
     """Run the exported library and ONNX Runtime on the same random inputs, once per symbolic size
-    and once per static-batch variant."""
+    and once per static-batch variant.
+
+    length_limits: integer inputs holding sequence lengths -> the longest valid length.
+    """
     from toolkit.runtime.tvm import TvmSession
 
     compiled = TvmSession(directory / LIBRARY, inputs, outputs, device, variants)
@@ -118,6 +129,8 @@ def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: flo
     comparisons = []
     for size in _verify_sizes(variants) if symbols else (None,):
         feeds = random_feeds(inputs, dict.fromkeys(symbols, size), seed=size or 0)
+        for name, longest in (length_limits or {}).items():
+            feeds[name] = feeds[name] % (longest + 1)
         comparisons.append(
             compare_outputs(reference.run(feeds), compiled.run(feeds), "onnxruntime", "tvm", atol, rtol)
         )
@@ -164,7 +177,10 @@ def _choose_engine(directory: Path, inputs, outputs, device: str, variants: dict
     from toolkit import engine
 
     sessions = engine.candidates(directory, inputs, outputs, device, variants)
-    return engine.measure_engines(sessions, engine.batches_to_measure(inputs, variants), log)
+    try:
+        return engine.measure_engines(sessions, engine.batches_to_measure(inputs, variants), log)
+    except Exception as e:  # random feeds a model refuses (e.g. lengths out of range): keep TVM, say why
+        return {"chosen": "tvm", "reason": f"not measured: {type(e).__name__}: {str(e).strip()[:120]}"}
 
 
 def _model_name(model: onnx.ModelProto, path) -> str:

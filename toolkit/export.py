@@ -35,6 +35,7 @@ class ExportReport:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     parity: Comparison
+    trained: bool  # False when a zoo NAME gave freshly initialised weights
 
 
 def export_model(
@@ -73,7 +74,9 @@ def export_model(
     if not parity.passed:
         raise CheckFailed(f"{parity.summary()}; {output} not written", "look for ops that export differently")
     _write_atomically(Path(output), model_bytes)
-    return ExportReport(Path(output), loaded.spec.name, opset, session.inputs, session.outputs, parity)
+    return ExportReport(
+        Path(output), loaded.spec.name, opset, session.inputs, session.outputs, parity, trained=bool(loaded.info)
+    )
 
 
 def to_onnx(loaded: LoadedModel, sample: tuple[torch.Tensor, ...], opset: int, dynamic: bool) -> onnx.ModelProto:

@@ -63,17 +63,39 @@ def _ort_supported(opset: int) -> set[str]:
 
 
 def _tvm_supported() -> set[str]:
+    """Ops `dltk compile` takes: those TVM's importer converts, plus those dltk rewrites before import."""
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
-    return set(_get_convert_map())
+    from toolkit.optimize import LOWERED_OPS
+
+    return set(_get_convert_map()) | LOWERED_OPS
 
 
-def count_flops(model: onnx.ModelProto) -> int:
-    """Multiply-adds x2 of Conv, ConvTranspose, Gemm and MatMul at batch 1 (symbolic dims set to 1)."""
-    model = _with_symbols_bound(model)
+def count_flops(model: onnx.ModelProto, batch: int = 1) -> int:
+    """Multiply-adds x2 of Conv, ConvTranspose, Gemm and MatMul, symbolic dims set to `batch`."""
+    return graph_cost(model, batch)["flops"]
+
+
+def graph_cost(model: onnx.ModelProto, batch: int = 1) -> dict:
+    """FLOPs and bytes moved by one inference at `batch` (symbolic dims bound to it).
+
+    flops: 2 per multiply-add of Conv, ConvTranspose, Gemm and MatMul (elementwise work is
+    not counted, as fvcore and ptflops do). bytes: what an unfused execution reads and
+    writes, every node reading its inputs (weights included) and writing its outputs;
+    bytes_min: weights, graph inputs and outputs once, what even a perfect fusion moves.
+    Tensors whose shape stays unknown after shape inference are left out of both.
+    """
+    model = _inferred(_with_symbols_bound(model, batch))
     shapes = _known_shapes(model)
-    total = 0
+    sizes = _element_sizes(model)
+
+    def nbytes(name: str) -> int:
+        shape = shapes.get(name)
+        return int(np.prod(shape, dtype=np.int64)) * sizes.get(name, 4) if shape is not None else 0
+
+    flops = moved = 0
     for node in model.graph.node:
+        moved += sum(nbytes(n) for n in list(node.input) + list(node.output) if n)
         out = shapes.get(node.output[0]) if node.output else None
         if out is None:
             continue
@@ -84,31 +106,46 @@ def count_flops(model: onnx.ModelProto) -> int:
             per_output = int(np.prod(weight[1:]))  # Cin/groups * kernel
             if node.op_type == "ConvTranspose":
                 per_output = int(np.prod(weight[2:])) * weight[0] // out[1]
-            total += 2 * int(np.prod(out)) * per_output
+            flops += 2 * int(np.prod(out)) * per_output
         elif node.op_type in ("Gemm", "MatMul"):
             a = shapes.get(node.input[0])
             if a is None:
                 continue
             transposed = node.op_type == "Gemm" and any(at.name == "transA" and at.i for at in node.attribute)
             k = a[-2] if transposed else a[-1]
-            total += 2 * int(np.prod(out)) * k
-    return total
+            flops += 2 * int(np.prod(out)) * k
+    weights = sum(nbytes(t.name) for t in model.graph.initializer)
+    ends = sum(nbytes(v.name) for v in list(model.graph.input) + list(model.graph.output))
+    return {"flops": flops, "bytes": moved, "bytes_min": weights + ends, "weight_bytes": weights}
 
 
-def _with_symbols_bound(model: onnx.ModelProto) -> onnx.ModelProto:
+def _with_symbols_bound(model: onnx.ModelProto, size: int = 1) -> onnx.ModelProto:
     model = onnx.ModelProto.FromString(model.SerializeToString())
     for value in model.graph.input:
         for dim in value.type.tensor_type.shape.dim:
             if not dim.HasField("dim_value"):
-                dim.dim_value = 1
+                dim.dim_value = size
     return model
 
 
-def _known_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+def _element_sizes(model: onnx.ModelProto) -> dict[str, int]:
+    graph = model.graph
+    sizes = {t.name: onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize for t in graph.initializer}
+    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+        elem = value.type.tensor_type.elem_type
+        if elem:
+            sizes[value.name] = onnx.helper.tensor_dtype_to_np_dtype(elem).itemsize
+    return sizes
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # shape inference gives up on some custom ops; count what is known
-        inferred = model
+        return model
+
+
+def _known_shapes(inferred: onnx.ModelProto) -> dict[str, list[int]]:
     shapes = {t.name: list(t.dims) for t in inferred.graph.initializer}
     graph = inferred.graph
     for value in list(graph.input) + list(graph.value_info) + list(graph.output):

@@ -87,8 +87,15 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
     tvm_target = tvm.target.Target(target)
     batches = [b for b in options.batches if b > 0] if batch_symbols else []
     variants = {b: f"main_b{b}" for b in batches}
-    module = _with_static_variants(module, batch_symbols, variants)
-    module = fuse(module, tvm_target)
+    try:
+        fused = fuse(_with_static_variants(module, batch_symbols, variants), tvm_target)
+    except Exception as e:  # TVM's passes refuse some graphs with copies (e.g. rewritten LSTMs)
+        if not variants:
+            raise
+        log(f"static-batch variants skipped: TVM could not fuse them ({str(e).strip().splitlines()[0][:100]})")
+        variants = {}
+        fused = fuse(module, tvm_target)
+    module = fused
     tasks = [t for t in ms.relax_integration.extract_tasks(module, tvm_target) if not _is_dynamic(t)]
 
     key = target_key(target)
@@ -348,7 +355,13 @@ def _is_dynamic(task) -> bool:
     import tvm
 
     func = task.dispatched[0]["main"]
-    return any(not isinstance(d, tvm.tirx.IntImm) for p in func.params for d in p.ty.shape)
+    for param in func.params:
+        shape = getattr(param.ty, "shape", None)
+        if shape is None:  # a scalar argument: a size known only at run time
+            return True
+        if any(not isinstance(d, tvm.tirx.IntImm) for d in shape):
+            return True
+    return False
 
 
 # --- databases ---------------------------------------------------------------------------

@@ -79,6 +79,24 @@ def test_bench_zoo_name_prints_json_to_stdout():
     assert {r["backend"] for r in report["results"]} == {"torch", "ort"}
 
 
+def test_bench_writes_csv_and_plot_and_sweeps_threads(tmp_path, lenet_artifact):
+    result = invoke("bench", lenet_artifact, "--backend", "ort", "--batch", "1,4", "--threads", "1,2", "--warmup", 1,
+                    "--min-iterations", 3, "--min-seconds", 0, "--repeats", 2, "--csv", tmp_path / "b.csv",
+                    "--plot", tmp_path / "b.png", "--scenario", "single-stream,offline")
+    assert result.exit_code == 0, result.output
+    rows = (tmp_path / "b.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2 * 2  # header; 2 scenarios x 2 batches x 2 thread counts
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    assert "single-stream (" in result.stdout and "offline (" in result.stdout and "threads" in result.stdout
+    assert "[16/16]" in result.stderr
+
+
+def test_bench_usage_errors_exit_2():
+    assert_one_line_error(invoke("bench"), 2, "give a model to benchmark or --zoo")
+    assert_one_line_error(invoke("bench", "mlp", "--scenario", "server"), 2, "--target-qps")
+    assert_one_line_error(invoke("bench", "mlp", "--backend", "ort", "--scenario", "burst"), 2, "unknown scenario 'burst'")
+
+
 def test_missing_file_exits_2(tmp_path):
     assert_one_line_error(invoke("compile", tmp_path / "nope.onnx", "-o", tmp_path / "a"), 2, "no such file")
     assert_one_line_error(invoke("run", tmp_path / "nope.onnx"), 2, "no such file")

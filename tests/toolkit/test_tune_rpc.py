@@ -43,23 +43,6 @@ def test_tuning_measures_candidates_on_the_rpc_device(rpc_device, tmp_path):
     assert artifact.manifest["verification"]["status"] == "passed"
 
 
-def test_bench_runs_the_tvm_backend_on_the_rpc_device(rpc_device, lenet_artifact):
-    import json
-
-    from click.testing import CliRunner
-
-    from toolkit.cli import cli
-
-    result = CliRunner().invoke(cli, ["bench", str(lenet_artifact), "--backend", "ort,tvm", "--batch", "1,8",
-                                      "--warmup", "2", "--min-iterations", "5", "--min-seconds", "0",
-                                      "--rpc-tracker", f"127.0.0.1:{rpc_device.port}", "--rpc-key", KEY,
-                                      "--json", "-"])
-    assert result.exit_code == 0, result.output
-    rows = {(r["backend"], r["batch"]): r for r in json.loads(result.stdout)["results"]}
-    assert rows[("tvm", 8)]["device"] == f"cpu (rpc {KEY})" and rows[("ort", 8)]["device"] == "cpu"
-    assert rows[("tvm", 1)]["iterations"] == 5 and rows[("tvm", 1)]["latency_ms"]["p50"] > 0
-
-
 def test_remote_session_matches_the_local_one(rpc_device, lenet_artifact):
     import numpy as np
 

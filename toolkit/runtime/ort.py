@@ -24,6 +24,14 @@ _ORT_DTYPES = {
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
+# Graph optimization levels, as `dltk bench --ort-opt` names them.
+OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
 
 def providers_for(device: str) -> list[str]:
     if device not in _PROVIDERS:
@@ -37,23 +45,46 @@ def providers_for(device: str) -> list[str]:
     return [wanted, "CPUExecutionProvider"] if device == "cuda" else [wanted]
 
 
+def check_providers(providers: list[str]) -> list[str]:
+    missing = [p for p in providers if p not in ort.get_available_providers()]
+    if missing:
+        raise DltkError(
+            f"ONNX Runtime has no {missing[0]} here",
+            f"available: {', '.join(ort.get_available_providers())}",
+        )
+    return providers
+
+
 class OrtSession:
     backend = "ort"
 
-    def __init__(self, model: str | os.PathLike | bytes, device: str = "cpu", threads: int = 0):
+    def __init__(
+        self,
+        model: str | os.PathLike | bytes,
+        device: str = "cpu",
+        threads: int = 0,
+        optimization: str = "all",
+        providers: list[str] | None = None,
+    ):
+        """threads 0: ONNX Runtime's default, one per physical core. providers: default from device."""
+        if optimization not in OPTIMIZATION_LEVELS:
+            raise DltkError(f"unknown graph optimization level '{optimization}'", f"use one of {', '.join(OPTIMIZATION_LEVELS)}")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: ONNX Runtime's default, one per physical core
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
         options.log_severity_level = 3
+        providers = check_providers(providers) if providers else providers_for(device)
         if isinstance(model, os.PathLike):
             model = os.fspath(model)
         try:
-            self._session = ort.InferenceSession(model, options, providers=providers_for(device))
+            self._session = ort.InferenceSession(model, options, providers=providers)
         except DltkError:
             raise
         except Exception as e:  # ONNX Runtime raises its own types for unreadable models
             where = model if isinstance(model, str) else "the model"
             raise DltkError(f"ONNX Runtime cannot load {where}: {_first_line(e)}") from e
         self.device = device
+        self.providers = self._session.get_providers()
         self.inputs = [_spec(i) for i in self._session.get_inputs()]
         self.outputs = [_spec(o) for o in self._session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]

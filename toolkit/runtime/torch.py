@@ -11,13 +11,32 @@ import torch
 from toolkit.runtime.spec import TensorSpec, validate_feeds
 
 
+_DEFAULT_THREADS = torch.get_num_threads()
+
+
 class TorchSession:
     backend = "torch"
 
-    def __init__(self, module: torch.nn.Module, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str = "cpu"):
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        inputs: list[TensorSpec],
+        outputs: list[TensorSpec],
+        device: str = "cpu",
+        compiled: bool = False,
+    ):
+        """compiled: run through torch.compile (Inductor; needs a C++ compiler on CPU, compiles per shape)."""
         self.inputs, self.outputs, self.device = inputs, outputs, device
         self._module = module.eval().to(device)
+        if compiled:
+            self.backend = "torch.compile"
+            self._module = torch.compile(self._module)
         self._names = [o.name for o in outputs]
+
+    @staticmethod
+    def set_threads(threads: int | None) -> None:
+        """torch's intra-op pool is one per process; None restores the count it started with."""
+        torch.set_num_threads(threads or _DEFAULT_THREADS)
 
     @torch.inference_mode()
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

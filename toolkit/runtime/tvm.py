@@ -31,12 +31,14 @@ def tvm_device(device: str):
 class TvmSession:
     backend = "tvm"
 
-    def __init__(self, library: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str,
+    def __init__(self, library, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str,
                  variants: dict[int, str] | None = None):
+        """library: the path of a model.so, or an executable fresh from tvm.compile."""
         self.inputs, self.outputs, self.device = inputs, outputs, device
         self._dev = tvm_device(device)
-        self._library = tvm.runtime.load_module(str(library))
-        self.artifact_path = Path(library).parent
+        is_path = isinstance(library, (str, Path))
+        self._library = tvm.runtime.load_module(str(library)) if is_path else library
+        self.artifact_path = Path(library).parent if is_path else None
         self._names = [o.name for o in outputs]
         self._variants = dict(variants or {})
         # The input whose first dimension is the (symbolic) batch picks the variant.
@@ -70,6 +72,11 @@ class TvmSession:
         if self._variants and self._batch_input is not None:
             return self._variants.get(feeds[self._batch_input].shape[0], "main")
         return "main"
+
+    @staticmethod
+    def set_threads(threads: int | None) -> None:
+        """TVM's CPU thread pool is one per process: None or 0 gives its default (one per core)."""
+        tvm.get_global_func("runtime.config_threadpool")(1, threads or 0)  # 1: no big.LITTLE preference
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = validate_feeds(self.inputs, feeds)

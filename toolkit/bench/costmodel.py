@@ -1,0 +1,121 @@
+"""Work per inference from the ONNX graph, and this machine's peak, measured rather than assumed.
+
+A result's `gflops_per_s` is the graph's FLOPs over its median latency (the mean would let a
+few descheduled calls speak for all); `peak_share` is that over
+the best matmul throughput a short probe reaches here. Small models sit far below the peak:
+they are bound by per-call overhead and memory traffic, which `gbytes_per_s` shows.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+# Square fp32 matmuls of these sizes: cached in L2, near BLAS's peak, and short (well under a
+# millisecond), so the best of many calls lands between other processes' time slices and
+# approaches the uncontended peak even on a shared machine. A large matmul is always preempted there.
+PROBE_SIZES = (128, 256)
+STREAM_BYTES = 64 * 2**20  # copied for the memory probe: past every cache
+
+
+MIN_PROBE_CALLS = 50
+
+
+def measure_peak(device: str = "cpu", seconds: float = 0.2) -> dict:
+    """Best fp32 matmul GFLOP/s (numpy's BLAS and torch, every probe size; the fastest counts) and copy GB/s."""
+    if device == "cuda":
+        return _cuda_peak(seconds)
+    probes = {}
+    for size in PROBE_SIZES:
+        probes[("numpy", size)] = _best_rate(_numpy_matmul(size), size, seconds)
+        torch_probe = _torch_matmul("cpu", size)
+        if torch_probe is not None:
+            probes[("torch", size)] = _best_rate(torch_probe, size, seconds)
+    (library, size), gflops = max(probes.items(), key=lambda kv: kv[1])
+    return {
+        "gflops": gflops,
+        "gbytes_per_s": _copy_bandwidth(seconds),
+        "probe": f"fp32 matmul {size}x{size} ({library}; best call of {seconds:g} s, sizes "
+                 f"{', '.join(map(str, PROBE_SIZES))}, numpy and torch tried); copy of {STREAM_BYTES >> 20} MiB",
+    }
+
+
+def result_cost(cost: dict, latency_ms: float, peak: dict | None) -> dict:
+    """Fields added to a result row: the graph's work at this batch and how fast it was done."""
+    seconds = latency_ms / 1e3
+    fields = {
+        "flops": cost["flops"],
+        "bytes": cost["bytes"],
+        "gflops_per_s": cost["flops"] / seconds / 1e9 if seconds else None,
+        "gbytes_per_s": cost["bytes"] / seconds / 1e9 if seconds else None,
+    }
+    if peak and peak.get("gflops") and fields["gflops_per_s"] is not None:
+        fields["peak_share"] = fields["gflops_per_s"] / peak["gflops"]
+    return fields
+
+
+def best_peak(*peaks: dict) -> dict:
+    """The fastest of several probes (say, before and after a run): contention only ever slows one."""
+    return max(peaks, key=lambda p: p.get("gflops") or 0.0)
+
+
+def _best_rate(call, size: int, seconds: float) -> float:
+    call()  # first call allocates and spins up threads
+    flops = 2 * size**3
+    best = float("inf")
+    calls = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or calls < MIN_PROBE_CALLS:
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+        calls += 1
+    return flops / best / 1e9
+
+
+def _numpy_matmul(size: int):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    out = np.empty_like(a)
+    return lambda: np.matmul(a, b, out=out)
+
+
+def _torch_matmul(device: str, size: int):
+    try:
+        import torch
+    except ImportError:
+        return None
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    out = torch.empty_like(a)
+    if device == "cuda":
+        def call():
+            torch.mm(a, b, out=out)
+            torch.cuda.synchronize()
+        return call
+    return lambda: torch.mm(a, b, out=out)
+
+
+def _copy_bandwidth(seconds: float) -> float:
+    """GB/s of a large copy, read plus write counted, best of several."""
+    src = np.ones(STREAM_BYTES // 4, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * STREAM_BYTES / best / 1e9
+
+
+def _cuda_peak(seconds: float) -> dict:
+    size = 4096  # a GPU needs a large matmul to fill it
+    probe = _torch_matmul("cuda", size)
+    if probe is None:
+        return {"gflops": None, "gbytes_per_s": None, "probe": "no torch with CUDA to probe the GPU"}
+    return {"gflops": _best_rate(probe, size, seconds), "gbytes_per_s": None,
+            "probe": f"fp32 matmul {size}x{size} (torch on cuda, best call of {seconds:g} s)"}

@@ -1,0 +1,189 @@
+"""One benchmark run: a plan (what to sweep), the environment, the measurements, the warnings."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.bench import scenarios
+from toolkit.bench.costmodel import best_peak, measure_peak
+from toolkit.bench.machine import environment, skew_warnings
+from toolkit.bench.scenarios import SCENARIOS, Measured, ServerSettings
+from toolkit.bench.stats import HIGH_COV, HIGH_RUN_COV, Budget
+from toolkit.bench.subjects import DEFAULT_BACKENDS, OrtOptions, open_subject
+from toolkit.errors import DltkError
+
+SCHEMA_VERSION = "dltk-bench/1"
+SCHEMA_FILE = Path(__file__).with_name("schema.json")  # JSON Schema of BenchRun.to_json()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one `dltk bench` invocation measures: every backend x batch x thread count x scenario."""
+
+    backends: tuple[str, ...] = DEFAULT_BACKENDS
+    batches: tuple[int, ...] = (1,)
+    threads: tuple[int | None, ...] = (None,)  # None: each library's default
+    scenarios: tuple[str, ...] = ("single-stream",)
+    device: str = "cpu"
+    budget: Budget = Budget()
+    server: ServerSettings = ServerSettings()
+    samples_per_query: int = 8  # multi-stream
+    ort: OrtOptions = OrtOptions()
+    measure_peak: bool = True  # the matmul probe behind peak_share
+
+    def check(self) -> None:
+        unknown = [s for s in self.scenarios if s not in SCENARIOS]
+        if unknown:
+            raise DltkError(f"unknown scenario '{unknown[0]}'", f"use any of {', '.join(SCENARIOS)}")
+        if "server" in self.scenarios and self.server.target_qps is None and self.server.p99_bound_ms is None:
+            raise DltkError("the server scenario needs a rate or a bound",
+                            "give --target-qps Q to run at Q, or --p99-bound MS to search the highest QPS under it")
+        if self.server.target_qps is not None and self.server.target_qps <= 0:
+            raise DltkError(f"--target-qps must be positive, got {self.server.target_qps:g}")
+        if any(t is not None and t < 1 for t in self.threads):
+            raise DltkError("--threads must be positive integers")
+        if self.budget.repeats < 1 or self.budget.min_iterations < 1:
+            raise DltkError("--repeats and --min-iterations must be at least 1")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class BenchRun:
+    env: dict
+    plan: Plan
+    measured: list[Measured] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def results(self) -> list[dict]:
+        return list(self.measured)
+
+    def to_json(self) -> dict:
+        return {"schema": SCHEMA_VERSION, "env": self.env, "plan": self.plan.to_json(),
+                "warnings": self.warnings, "results": self.results}
+
+
+def run_benchmark(sources: list[str], plan: Plan, log=lambda line: None) -> BenchRun:
+    """Measure every source under the plan, side by side in one process."""
+    plan.check()
+    env = environment()
+    run = BenchRun(env, plan, warnings=skew_warnings(env))
+    if plan.measure_peak:
+        log(f"probing this machine's peak ({plan.device})")
+        env["peak"] = measure_peak(plan.device)
+    for source in sources:
+        subject = open_subject(source, list(plan.backends), plan.device, plan.ort, log)
+        run.measured += measure_subject(subject, plan, log)
+    if plan.measure_peak:
+        log("probing the peak again: the faster probe counts")
+        env["peak"] = best_peak(env["peak"], measure_peak(plan.device))
+    _add_peak_share(run.results, env.get("peak"))
+    run.warnings += result_warnings(run.results)
+    return run
+
+
+def measure_subject(subject, plan: Plan, log) -> list[Measured]:
+    budget, threads = plan.budget, list(plan.threads)
+    total = _block_count(plan, len(subject.backends))
+    done = [0]
+
+    def progress(line: str) -> None:
+        if line.startswith("  "):  # a detail of the current step
+            return log(line)
+        done[0] += 1
+        log(f"[{done[0]}/{total}] {line}")
+
+    measured = []
+    for scenario in plan.scenarios:
+        if scenario == "single-stream":
+            measured += scenarios.single_stream(subject, plan.batches, budget, progress, threads)
+        elif scenario == "multi-stream":
+            measured += scenarios.multi_stream(subject, plan.samples_per_query, budget, progress, threads)
+        elif scenario == "offline":
+            measured += scenarios.offline(subject, plan.batches, budget, progress, threads)
+        elif scenario == "server":
+            measured += scenarios.server(subject, plan.batches, plan.server, budget, progress, threads)
+    return measured
+
+
+def result_warnings(results: list[dict]) -> list[str]:
+    """One line per kind of trouble, naming the results it touches."""
+    def where(r):
+        return f"{r['model']} {r['backend']} {r['scenario']} b{r['batch']}"
+
+    noisy = [f"{where(r)} ({r['cov']:.0%})" for r in results if r["cov"] > HIGH_COV]
+    unsteady = [f"{where(r)} ({r['run_cov']:.0%})" for r in results if r.get("run_cov", 0.0) > HIGH_RUN_COV]
+    unmet = [where(r) for r in results
+             if r["scenario"] == "server" and r.get("p99_bound_ms") is not None and not r.get("max_qps_under_bound")]
+    warnings = []
+    if noisy:
+        warnings.append(f"latency varies a lot within runs (CoV over {HIGH_COV:.0%}) in {len(noisy)} of "
+                        f"{len(results)} results: {', '.join(noisy)}; close other work and rerun")
+    if unsteady:
+        warnings.append(f"repeated runs disagree (median spread over {HIGH_RUN_COV:.0%}) in {len(unsteady)} results: "
+                        f"{', '.join(unsteady)}; differences smaller than that spread are noise")
+    if unmet:
+        warnings.append(f"no QPS tried kept p99 under the bound for: {', '.join(unmet)}")
+    over_peak = [where(r) for r in results if r.get("peak_share", 0.0) > 1.0]
+    if over_peak:
+        warnings.append(f"{len(over_peak)} results ran faster than the measured peak ({', '.join(over_peak)}): "
+                        "other work slowed the matmul probe, so every '% peak' overstates the share")
+    return warnings
+
+
+def report(results: list[dict]) -> dict:
+    """The DESIGN.md document for results measured outside run_benchmark (scenario functions called directly)."""
+    return {"schema": SCHEMA_VERSION, "env": environment(), "results": list(results)}
+
+
+def ratio_to(results: list[dict], baseline: str = "ort") -> dict[tuple, float]:
+    """(model, backend, batch) -> p50 over the baseline backend's p50, for single-stream results at default threads."""
+    rows = [r for r in results if r.get("scenario", "single-stream") == "single-stream" and r.get("threads") is None]
+    base = {(r["model"], r["batch"]): r["latency_ms"]["p50"] for r in rows if r["backend"] == baseline}
+    return {
+        (r["model"], r["backend"], r["batch"]): r["latency_ms"]["p50"] / base[(r["model"], r["batch"])]
+        for r in rows
+        if (r["model"], r["batch"]) in base
+    }
+
+
+def row_ratios(results: list[dict], baseline: str = "ort") -> dict[int, float]:
+    """p50 of each result over the baseline backend's p50 at the same model, scenario, batch and threads.
+
+    Keyed by the result's index in `results`; results without a baseline beside them are absent.
+    """
+    def key(r):
+        return (r["model"], r.get("scenario"), r["batch"], r.get("threads"))
+
+    base = {key(r): r["latency_ms"]["p50"] for r in results if r["backend"] == baseline}
+    return {i: r["latency_ms"]["p50"] / base[key(r)] for i, r in enumerate(results) if key(r) in base}
+
+
+def _add_peak_share(results: list[dict], peak: dict | None) -> None:
+    if not peak or not peak.get("gflops"):
+        return
+    for r in results:
+        if r.get("gflops_per_s") is not None:
+            r["peak_share"] = r["gflops_per_s"] / peak["gflops"]
+
+
+def _block_count(plan: Plan, backends: int) -> int:
+    per_batch = backends * len(plan.threads)
+    count = 0
+    for scenario in plan.scenarios:
+        if scenario in ("single-stream", "offline"):
+            count += per_batch * len(plan.batches) * plan.budget.repeats
+        elif scenario == "multi-stream":
+            count += per_batch * plan.budget.repeats
+        else:
+            count += per_batch * len(plan.batches)
+    return count
+
+
+def latencies_of(run: BenchRun) -> list[np.ndarray]:
+    return [m.latencies_ms for m in run.measured]
