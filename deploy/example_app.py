@@ -13,7 +13,7 @@ from toolkit import runtime
 
 
 def main(path: str) -> None:
-    session = runtime.load(path)  # checks the artifact's sha256s; picks TVM for artifacts, ONNX Runtime for .onnx
+    session = runtime.load(path)  # checks the artifact's sha256s; an artifact runs the engine its compile measured fastest, .onnx ONNX Runtime
     (spec,) = session.inputs  # TensorSpec(name="input", shape=("batch", 1, 8, 8), dtype="float32")
     images = np.random.default_rng(0).random((4, *spec.shape[1:]), dtype=np.float32)
     logits = session.run({spec.name: images})[session.outputs[0].name]

@@ -24,7 +24,7 @@ def test_pipeline_agrees_with_pytorch_on_the_held_out_set(name, tmp_path):
     data = spec.data()
     with torch.no_grad():
         expected = load_model(str(tmp_path / "m.pt")).module(data.test_x).numpy()
-    for session in (runtime.load(tmp_path / "m.onnx"), runtime.load(tmp_path / "m.tvm")):
+    for session in (runtime.load(tmp_path / "m.onnx"), runtime.load(tmp_path / "m.tvm", backend="tvm")):
         got = session.run({"input": data.test_x.numpy()})["logits"]  # the whole held-out set as one batch
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-3)
         accuracy = (got.argmax(1) == data.test_y.numpy()).mean()

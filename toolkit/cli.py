@@ -182,22 +182,53 @@ def inspect(path, as_json):
         a = info["artifact"]
         out.print(escape(f"  artifact: target {json.dumps(a['target'])}, device {a['device']}, "
                   f"verification {json.dumps(a['verification'])}"))
+        out.print(escape(f"  tuning: {json.dumps(a.get('tuning'))}; static-batch variants {json.dumps(a.get('variants') or {})}"))
+        out.print(escape(f"  engine: {_engine_line(a.get('engine'))}"))
+
+
+def _engine_line(engine: dict | None) -> str:
+    if not engine:
+        return "tvm (artifact from before engine choice)"
+    if "p50_ms" not in engine:
+        return f"{engine['chosen']} ({engine.get('reason', '')})"
+    measured = ", ".join(
+        f"{name} " + " / ".join(f"b{b} {ms:.3f}" for b, ms in per_batch.items()) + " ms"
+        for name, per_batch in engine["p50_ms"].items()
+    )
+    return f"{engine['chosen']} runs by default (p50 measured at compile: {measured})"
 
 
 @cli.command()
 @click.argument("model", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Artifact directory to write.")
 @click.option("--target", default="cpu", show_default=True, help="cpu, cuda, or a TVM target as JSON.")
+@click.option("--tune", "tune_now", is_flag=True, help="Tune the kernels with MetaSchedule (records saved in --db).")
+@click.option("--trials", type=click.IntRange(min=1), default=64, show_default=True, help="Measured candidates in all, counting records already in the database.")
+@click.option("--time-budget", help="Stop tuning after this long, e.g. 90s, 10m (rerun to continue).")
+@click.option("--db", type=click.Path(file_okay=False), help="Tuning database directory [default: the dltk cache]; its records are applied even without --tune.")
+@click.option("--tune-batch", "tune_batches", default="1,8", show_default=True, callback=lambda c, p, v: _int_list(c, p, v), help="Batch sizes that get tuned static variants (dynamic-batch models).")
+@click.option("--rpc-tracker", metavar="HOST:PORT", help="Measure tuning candidates on a remote device through a TVM RPC tracker.")
+@click.option("--rpc-key", help="The device key registered with the RPC tracker.")
+@click.option("--no-shipped-records", is_flag=True, help="Do not apply the tuning records shipped with dltk (benchmarks/tuning/).")
+@click.option("--no-engine-choice", is_flag=True, help="Do not measure ONNX Runtime against TVM; the artifact runs TVM.")
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Verification tolerance, absolute.")
 @click.option("--rtol", type=float, default=1e-3, show_default=True, help="Verification tolerance, relative.")
 @verbose_option
-def compile(model, output, target, atol, rtol):
+def compile(model, output, target, tune_now, trials, time_budget, db, tune_batches, rpc_tracker, rpc_key,
+            no_shipped_records, no_engine_choice, atol, rtol):
     """Compile an ONNX model with TVM into a verified artifact directory."""
     from toolkit.compile import compile_model
+    from toolkit.tune import tune_options
 
-    report = compile_model(model, output, target=target, atol=atol, rtol=rtol, log=progress)
-    checks = "; ".join(c.summary() for c in report.verification) or report.artifact.manifest["verification"]["reason"]
-    click.echo(f"wrote {report.artifact.path} in {report.seconds:.1f} s ({checks})")
+    tuning = tune_options(trials if tune_now else 0, time_budget, db, tune_batches, rpc_tracker, rpc_key,
+                          shipped=not no_shipped_records)
+    report = compile_model(model, output, target=target, atol=atol, rtol=rtol, tuning=tuning,
+                           choose_engine=not no_engine_choice, log=progress)
+    manifest = report.artifact.manifest
+    checks = "; ".join(c.summary() for c in report.verification) or manifest["verification"]["reason"]
+    tuned = manifest.get("tuning")
+    summary = f"tuned batches {tuned['static_batches']}, " if tuned else ""
+    click.echo(f"wrote {report.artifact.path} in {report.seconds:.1f} s ({summary}engine {manifest['engine']['chosen']}; {checks})")
 
 
 @cli.command()

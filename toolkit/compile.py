@@ -17,10 +17,11 @@ from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, open_artifa
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import random_feeds
 from toolkit.target import device_of, resolve_target
+from toolkit.tune import TuneOptions
 from toolkit.versions import versions
 
-VERIFY_SIZES = (1, 3)
-PROTOBUF_LIMIT = 2**31 - 2**24  # protobuf refuses messages of 2 GiB; keep a margin  # each symbolic dim (the batch) is checked at these sizes
+VERIFY_SIZES = (1, 3)  # each symbolic dim (the batch) is checked at these sizes, and at each static variant's
+PROTOBUF_LIMIT = 2**31 - 2**24  # protobuf refuses messages of 2 GiB; keep a margin
 
 
 @dataclass(frozen=True)
@@ -36,24 +37,37 @@ def compile_model(
     target: str | dict = "cpu",
     atol: float = ATOL,
     rtol: float = RTOL,
+    tuning: TuneOptions = TuneOptions(),
+    choose_engine: bool = True,
     log=lambda line: None,
 ) -> CompileReport:
+    """Import, simplify, tune (as asked; existing records always apply), build, verify, pick the engine."""
+    from toolkit import tune
+    from toolkit.simplify import simplify
+
     start = time.perf_counter()
     model = load_onnx(onnx_path)
     target = resolve_target(target)
     device = device_of(target)
-    log(f"importing {onnx_path} into TVM Relax")
-    module = import_onnx(model)
-    log(f"compiling for {target['kind']} ({target.get('mcpu') or target.get('arch')})")
-    executable = build(module, target)
     inputs, outputs = input_specs(model), output_specs(model)
+    log(f"importing {onnx_path} into TVM Relax")
+    module = import_onnx(simplify(model, log))
+    prepared = tune.prepare(module, target, _batch_symbols(inputs), tuning, log)
+    log(f"compiling for {target['kind']} ({target.get('mcpu') or target.get('arch')})")
+    executable = build(prepared, target)
+    variants = {str(b): name for b, name in prepared.variants.items()}
     with staging(output) as tmp:
         executable.export_library(str(tmp / LIBRARY))
         save_self_contained(model, tmp / SOURCE_ONNX)
-        verification = []
+        verification, engine = [], {"chosen": "tvm", "reason": f"not measured: no {device} device here"}
         if _can_run(device):
             log("verifying against ONNX Runtime")
-            verification = verify(tmp, inputs, outputs, device, atol, rtol, optimize.sequence_length_limits(model))
+            verification = verify(tmp, inputs, outputs, device, atol, rtol, optimize.sequence_length_limits(model),
+                                  prepared.variants)
+            if choose_engine and all(c.passed for c in verification):
+                engine = _choose_engine(tmp, inputs, outputs, device, prepared.variants, log)
+            elif not choose_engine:
+                engine = {"chosen": "tvm", "reason": "not measured: engine choice turned off"}
         manifest = {
             "model": _model_name(model, onnx_path),
             "inputs": [s.to_json() for s in inputs],
@@ -62,8 +76,10 @@ def compile_model(
             "device": device,
             "source_onnx_sha256": hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
             "versions": versions(),
-            "tuning": None,
-            "verification": _verification_json(verification, device),
+            "tuning": prepared.manifest,
+            "variants": variants,
+            "engine": engine,
+            "verification": _verification_json(verification, device, _verify_sizes(prepared.variants)),
         }
         failed = [c for c in verification if not c.passed]
         if failed:
@@ -85,26 +101,33 @@ def import_onnx(model: onnx.ModelProto):
 
 
 def build(module, target: dict):
+    """Compile a Relax module; a `tune.Prepared` one gets its tuning records and static variants."""
     import tvm
 
+    from toolkit import tune
+
     try:
+        if isinstance(module, tune.Prepared):
+            return tune.build(module, target)
         return tvm.compile(module, tvm.target.Target(target))
     except Exception as e:
         raise CheckFailed(f"TVM failed to compile the model: {str(e).strip().splitlines()[0]}", "rerun with -v for the trace") from e
 
 
-def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: float, length_limits=None) -> list[Comparison]:
-    """Run the exported library and ONNX Runtime on the same random inputs, once per symbolic size.
+def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: float, length_limits=None,
+           variants: dict[int, str] | None = None) -> list[Comparison]:
+    """Run the exported library and ONNX Runtime on the same random inputs, once per symbolic size
+    and once per static-batch variant.
 
     length_limits: integer inputs holding sequence lengths -> the longest valid length.
     """
     from toolkit.runtime.tvm import TvmSession
 
-    compiled = TvmSession(directory / LIBRARY, inputs, outputs, device)
+    compiled = TvmSession(directory / LIBRARY, inputs, outputs, device, variants)
     reference = OrtSession(directory / SOURCE_ONNX)
     symbols = sorted({d for s in inputs for d in s.shape if isinstance(d, str)})
     comparisons = []
-    for size in VERIFY_SIZES if symbols else (None,):
+    for size in _verify_sizes(variants) if symbols else (None,):
         feeds = random_feeds(inputs, dict.fromkeys(symbols, size), seed=size or 0)
         for name, longest in (length_limits or {}).items():
             feeds[name] = feeds[name] % (longest + 1)
@@ -128,7 +151,7 @@ def _can_run(device: str) -> bool:
     return tvm.cpu(0).exist if device == "cpu" else tvm.cuda(0).exist
 
 
-def _verification_json(comparisons: list[Comparison], device: str) -> dict:
+def _verification_json(comparisons: list[Comparison], device: str, sizes: list[int]) -> dict:
     if not comparisons:
         return {"status": "skipped", "reason": f"no {device} device on the compiling machine"}
     return {
@@ -138,8 +161,26 @@ def _verification_json(comparisons: list[Comparison], device: str) -> dict:
         "max_rel_error": max(c.max_rel for c in comparisons),
         "atol": comparisons[0].atol,
         "rtol": comparisons[0].rtol,
-        "symbolic_sizes": list(VERIFY_SIZES),
+        "symbolic_sizes": sizes,
     }
+
+
+def _verify_sizes(variants: dict[int, str] | None) -> list[int]:
+    return sorted(set(VERIFY_SIZES) | set(variants or {}))
+
+
+def _batch_symbols(inputs) -> list[str]:
+    return sorted({s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], str) and s.shape[0] != "?"})
+
+
+def _choose_engine(directory: Path, inputs, outputs, device: str, variants: dict[int, str], log) -> dict:
+    from toolkit import engine
+
+    sessions = engine.candidates(directory, inputs, outputs, device, variants)
+    try:
+        return engine.measure_engines(sessions, engine.batches_to_measure(inputs, variants), log)
+    except Exception as e:  # random feeds a model refuses (e.g. lengths out of range): keep TVM, say why
+        return {"chosen": "tvm", "reason": f"not measured: {type(e).__name__}: {str(e).strip()[:120]}"}
 
 
 def _model_name(model: onnx.ModelProto, path) -> str:

@@ -17,7 +17,7 @@ def inspect_path(path) -> dict:
     if path.is_dir() and is_artifact(path):
         artifact = open_artifact(path)
         report = inspect_model(load_onnx(artifact.file(SOURCE_ONNX)))
-        keep = ("model", "target", "device", "files", "tuning", "verification", "versions")
+        keep = ("model", "target", "device", "files", "tuning", "variants", "engine", "verification", "versions")
         report["artifact"] = {k: artifact.manifest.get(k) for k in keep}
         return report
     return inspect_model(load_onnx(path))

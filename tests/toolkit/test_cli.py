@@ -50,7 +50,7 @@ def test_export_compile_run_inspect_bench(tmp_path, lenet_checkpoint):
 
     x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    result = invoke("run", artifact, "--input", f"input={tmp_path / 'x.npy'}", "--json", "-o", tmp_path / "out.npz")
+    result = invoke("run", artifact, "--backend", "tvm", "--input", f"input={tmp_path / 'x.npy'}", "--json", "-o", tmp_path / "out.npz")
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert printed["backend"] == "tvm" and printed["outputs"][0]["shape"] == [2, 10]

@@ -164,7 +164,7 @@ def _zoo_subject(source: str, backends: list[str], device: str, ort_options: Ort
             return TorchSession(loaded.module, specs.inputs, specs.outputs, device, compiled=backend == "torch.compile")
         if backend == "ort":
             return _ort(onnx_path, device, threads, ort_options)
-        return load(_compiled(onnx_path, device, log), device)
+        return load(_compiled(onnx_path, device, log), device, backend="tvm")
 
     def feeds(batch: int) -> dict[str, np.ndarray]:
         sample = loaded.spec.sample(batch)
@@ -180,7 +180,7 @@ def _onnx_subject(path: Path, backends: list[str], device: str, ort_options: Ort
     def opener(backend: str, threads: int | None) -> Session:
         if backend == "ort":
             return _ort(path, device, threads, ort_options)
-        return load(_compiled(path, device, log), device)
+        return load(_compiled(path, device, log), device, backend="tvm")
 
     return Subject(path.stem, None, _random_feeds(specs.inputs), opener=opener, backends=backends, device=device,
                    onnx_path=path)

@@ -1,7 +1,8 @@
 """The runtime applications embed: one `load()` for ONNX files and compiled artifacts.
 
     from toolkit import runtime
-    sess = runtime.load("lenet.tvm")            # artifact -> TVM; "lenet.onnx" -> ONNX Runtime
+    sess = runtime.load("lenet.tvm")            # artifact -> the engine its compile measured fastest
+    sess = runtime.load("lenet.tvm", backend="tvm")  # the TVM-compiled code, whatever was measured
     sess.inputs, sess.outputs                   # [TensorSpec(name, shape, dtype)]
     out = sess.run({"input": x})                # {name: numpy array}, in the order of sess.outputs
 
@@ -33,13 +34,17 @@ class Session(Protocol):
 
 
 def load(path, device: str = "cpu", backend: str | None = None, threads: int = 0) -> Session:
-    """Open an ONNX file (ONNX Runtime) or an artifact directory (TVM, or ONNX Runtime on its model.onnx)."""
+    """Open an ONNX file (ONNX Runtime) or an artifact directory (TVM, or ONNX Runtime on its model.onnx).
+
+    An artifact's default backend is the engine `dltk compile` measured fastest on its target
+    (manifest "engine"); backend="tvm" always runs the TVM-compiled code.
+    """
     path = Path(path)
     if not path.exists():
         raise DltkError(f"no such file or directory: {path}", "check the path")
     if path.is_dir():
         artifact = open_artifact(path)
-        backend = backend or "tvm"
+        backend = backend or (artifact.manifest.get("engine") or {}).get("chosen", "tvm")
         if backend == "tvm":
             from toolkit.runtime.tvm import TvmSession
 

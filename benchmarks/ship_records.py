@@ -1,0 +1,41 @@
+"""Ship the best record per kernel of a tuning database under benchmarks/tuning/<target key>/.
+
+    PYTHONPATH=. python benchmarks/ship_records.py ~/.cache/dltk/tuning/llvm-znver3-2c
+
+`dltk compile` applies the shipped records whenever a model's kernels and the target key match,
+so users get tuned kernels without tuning. Only the fastest record of each kernel is kept
+(MetaSchedule's dump_pruned), which keeps the files small.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tvm.s_tir import meta_schedule as ms
+
+from toolkit.tune import SHIPPED
+
+
+def json_db(directory: Path):
+    return ms.database.JSONDatabase(
+        path_workload=str(directory / "database_workload.json"),
+        path_tuning_record=str(directory / "database_tuning_record.json"),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("database", type=Path, help="a tuning database directory, DB/<target key>")
+    args = parser.parse_args()
+    destination = SHIPPED / args.database.name
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        (destination / name).unlink(missing_ok=True)  # rewritten whole from the source database
+    json_db(args.database).dump_pruned(json_db(destination))
+    records = len((destination / "database_tuning_record.json").read_text().splitlines())
+    print(f"wrote {records} records to {destination}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Tuning a tiny MLP with a handful of trials: records written, reused without tuning, parity kept."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from toolkit import runtime
+from toolkit.compile import compile_model
+from toolkit.errors import DltkError
+from toolkit.tune import SHIPPED, TuneOptions, parse_duration, target_key, tune_options
+
+# Random samples of the design space and no cost model: the cheapest search that still
+# builds, runs and records real candidates. Shipped records off: these tests start from nothing.
+SMOKE = dict(cost_model="random", strategy="replay-trace", shipped=False)
+
+
+@pytest.fixture(scope="module")
+def mlp_onnx(tmp_path_factory):
+    from toolkit.export import export_model
+
+    path = tmp_path_factory.mktemp("mlp") / "mlp.onnx"
+    export_model("mlp", path)  # untrained weights: tuning depends on shapes only
+    return path
+
+
+@pytest.fixture(scope="module")
+def tuned(mlp_onnx, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tuned")
+    options = TuneOptions(trials=4, db=root / "db", batches=(1, 8), **SMOKE)
+    report = compile_model(mlp_onnx, root / "mlp.tvm", tuning=options, choose_engine=False)
+    return root, options, report.artifact
+
+
+def test_tuning_writes_records_and_static_variants(tuned):
+    root, options, artifact = tuned
+    tuning = artifact.manifest["tuning"]
+    assert tuning["trials_run"] >= 1 and tuning["kernels_with_records"] >= 1
+    assert tuning["static_batches"] == [1, 8]
+    assert artifact.manifest["variants"] == {"1": "main_b1", "8": "main_b8"}
+    records = root / "db" / tuning["target_key"] / "database_tuning_record.json"
+    assert len(records.read_text().splitlines()) == tuning["trials_run"]
+
+
+def test_tuned_artifact_matches_onnxruntime_on_every_batch(tuned, mlp_onnx):
+    _, _, artifact = tuned
+    session = runtime.load(artifact.path, backend="tvm")
+    reference = ort.InferenceSession(str(mlp_onnx))
+    for batch in (1, 3, 8):  # 1 and 8 run the tuned static variants, 3 the dynamic main
+        x = np.random.default_rng(batch).standard_normal((batch, 64)).astype(np.float32)
+        assert session.entry_for({"input": x}) == {1: "main_b1", 8: "main_b8"}.get(batch, "main")
+        np.testing.assert_allclose(session.run({"input": x})["logits"], reference.run(None, {"input": x})[0],
+                                   atol=1e-4, rtol=1e-3)
+
+
+def test_second_compile_reuses_the_database_without_tuning(tuned, mlp_onnx):
+    root, options, artifact = tuned
+    again = compile_model(mlp_onnx, root / "again.tvm", tuning=options, choose_engine=False).artifact
+    assert again.manifest["tuning"]["trials_run"] == 0
+    assert again.manifest["variants"] == artifact.manifest["variants"]
+    # and a plain compile that only names the database applies its records too
+    plain = compile_model(mlp_onnx, root / "plain.tvm", tuning=TuneOptions(db=options.db, shipped=False),
+                          choose_engine=False).artifact
+    assert plain.manifest["tuning"]["trials_run"] == 0 and plain.manifest["variants"]
+
+
+def test_compile_without_records_stays_one_dynamic_function(mlp_onnx, tmp_path):
+    artifact = compile_model(mlp_onnx, tmp_path / "m.tvm", tuning=TuneOptions(db=tmp_path / "empty", shipped=False),
+                             choose_engine=False).artifact
+    assert artifact.manifest["tuning"] is None and artifact.manifest["variants"] == {}
+
+
+def test_shipped_records_apply_when_the_target_matches(mlp_onnx, tmp_path):
+    from toolkit.target import host_cpu
+
+    key = target_key(host_cpu())
+    if not (SHIPPED / key / "database_workload.json").is_file():
+        pytest.skip(f"no records shipped for this host's target {key}")
+    artifact = compile_model(mlp_onnx, tmp_path / "m.tvm", tuning=TuneOptions(db=tmp_path / "empty"),
+                             choose_engine=False).artifact
+    tuning = artifact.manifest["tuning"]
+    assert tuning["shipped_records"] == f"benchmarks/tuning/{key}" and tuning["trials_run"] == 0
+    assert tuning["kernels_with_records"] == tuning["kernels"]  # every static kernel of the MLP
+    assert artifact.manifest["variants"] == {"1": "main_b1", "8": "main_b8"}
+
+
+def test_target_key_names_cpu_and_cores_or_gpu_arch():
+    assert target_key({"kind": "llvm", "mcpu": "znver3", "num-cores": 2}) == "llvm-znver3-2c"
+    assert target_key({"kind": "cuda", "arch": "sm_90a"}) == "cuda-sm_90a"
+
+
+def test_cli_options_become_tune_options(tmp_path):
+    options = tune_options(32, "10m", tmp_path, [1, 8], "127.0.0.1:9190", "board")
+    assert options.trials == 32 and options.time_budget_s == 600 and options.rpc.port == 9190
+    assert parse_duration("90s") == 90 and parse_duration("1h") == 3600
+    with pytest.raises(DltkError, match="needs both --rpc-tracker"):
+        tune_options(32, None, None, [1], "127.0.0.1:9190", None)
+    with pytest.raises(DltkError, match="not a duration"):
+        parse_duration("soon")
+
+
+def test_cli_compile_tune_reuses_the_database_and_inspect_shows_the_choice(tuned, mlp_onnx):
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli
+
+    root, options, _ = tuned
+    out = root / "cli.tvm"
+    result = CliRunner().invoke(cli, ["compile", str(mlp_onnx), "-o", str(out), "--tune", "--trials", "4",
+                                      "--db", str(options.db), "--no-shipped-records"])
+    assert result.exit_code == 0, result.output
+    assert "not tuning again" in result.stderr
+    assert "tuned batches [1, 8]" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    engine = manifest["engine"]
+    assert set(engine["p50_ms"]) == {"tvm", "ort"} and engine["chosen"] in ("tvm", "ort")
+    assert runtime.load(out).backend == engine["chosen"]
+
+    shown = CliRunner().invoke(cli, ["inspect", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert f"engine: {engine['chosen']} runs by default" in shown.stdout
+    assert "main_b8" in shown.stdout

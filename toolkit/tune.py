@@ -1,0 +1,477 @@
+"""MetaSchedule tuning of a Relax module, and a tuning database that later compiles reuse.
+
+How a dynamic-batch model gets tuned kernels: MetaSchedule cannot tune a kernel whose shapes
+hold a symbolic batch, so the module gets static copies of `main` for chosen batch sizes
+(`main_b1`, `main_b8`, ...) next to the dynamic `main`. Only the static copies' kernels are
+tuned; the runtime calls `main_bN` when the input batch is N and `main` (default schedules)
+otherwise, like TensorRT's optimization profiles. The static copies are kept only when
+the database has records for the model's kernels, so an untuned compile is the plain dynamic module.
+
+Records live in a MetaSchedule JSON database, one directory per target (`DB/<target key>/`),
+because MetaSchedule matches records by workload alone, not by target. Tuning counts the
+records a database already holds for the model's kernels against `--trials`, so a second
+run continues an interrupted one and a finished one is not tuned again. Records shipped
+under `benchmarks/tuning/<target key>/` are applied when they match.
+
+Builds run in this process: MetaSchedule's LocalBuilder starts fresh worker processes for
+every batch, each paying about a minute importing TVM's tensor intrinsics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit.errors import DltkError
+
+DEFAULT_BATCHES = (1, 8)
+TRIALS_PER_ROUND = 16  # candidates measured per kernel per round, as MetaSchedule's default batch
+SHIPPED = Path(__file__).resolve().parents[1] / "benchmarks" / "tuning"
+
+
+@dataclass(frozen=True)
+class RpcTarget:
+    """A device measured through TVM's RPC tracker, as tvmc's --rpc-tracker/--rpc-key."""
+
+    host: str
+    port: int
+    key: str
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    trials: int = 0  # measured candidates in all for this model; 0 applies existing records only
+    time_budget_s: float | None = None  # stop tuning after this long (records so far are kept)
+    db: Path | None = None  # database root; default: the dltk cache
+    batches: tuple[int, ...] = DEFAULT_BATCHES  # static variants for a dynamic batch
+    cost_model: str = "xgb"  # "xgb" (the tune extra) or "random"
+    # "evolutionary" (MetaSchedule's search guided by the cost model), or "replay-trace":
+    # random samples of the design space, much cheaper per batch, for smoke tests.
+    strategy: str = "evolutionary"
+    rpc: RpcTarget | None = None
+    shipped: bool = True  # apply the records shipped under benchmarks/tuning/ when they match
+
+
+@dataclass
+class Prepared:
+    """A legalized module ready to build: fused kernels, static variants, the records to apply."""
+
+    module: object  # tvm.IRModule
+    database: object  # meta_schedule Database
+    variants: dict[int, str] = field(default_factory=dict)  # batch size -> Relax function name
+    manifest: dict | None = None  # what the artifact's manifest records under "tuning"
+
+
+def target_key(target: dict) -> str:
+    """A directory name for a target's records: llvm-znver3-2c, cuda-sm_90."""
+    if target["kind"] == "cuda":
+        return f"cuda-{target.get('arch', 'unknown')}"
+    return f"{target['kind']}-{target.get('mcpu', 'generic')}-{target.get('num-cores', 0)}c"
+
+
+def default_db_root() -> Path:
+    from toolkit.bench import cache_dir  # noqa: PLC0415 (the cache path is bench's; no other import)
+
+    return cache_dir() / "tuning"
+
+
+def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions, log=lambda line: None) -> Prepared:
+    """Add static variants, fuse, tune as asked, and keep the variants the records cover."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    _quiet_meta_schedule_console()
+    tvm_target = tvm.target.Target(target)
+    batches = [b for b in options.batches if b > 0] if batch_symbols else []
+    variants = {b: f"main_b{b}" for b in batches}
+    try:
+        fused = fuse(_with_static_variants(module, batch_symbols, variants), tvm_target)
+    except Exception as e:  # TVM's passes refuse some graphs with copies (e.g. rewritten LSTMs)
+        if not variants:
+            raise
+        log(f"static-batch variants skipped: TVM could not fuse them ({str(e).strip().splitlines()[0][:100]})")
+        variants = {}
+        fused = fuse(module, tvm_target)
+    module = fused
+    tasks = [t for t in ms.relax_integration.extract_tasks(module, tvm_target) if not _is_dynamic(t)]
+
+    key = target_key(target)
+    user_dir = user_db_path(options, target)
+    # The default database (the dltk cache) is read whenever it exists: a plain compile reuses
+    # what an earlier `--tune` without --db recorded.
+    has_records = (user_dir / "database_workload.json").is_file()
+    user_db = _open_db(user_dir) if (options.trials or options.db or has_records) else None
+    shipped_dir = SHIPPED / key
+    use_shipped = options.shipped and (shipped_dir / "database_workload.json").is_file()
+    shipped_db = _open_db(shipped_dir) if use_shipped else None
+    databases = [d for d in (user_db, shipped_db) if d is not None]
+
+    trials_run, seconds = 0, 0.0
+    if options.trials > 0 and not tasks:
+        log("tuning: nothing to tune, every kernel has a symbolic shape MetaSchedule cannot tune")
+    if options.trials > 0 and tasks:
+        done = _records_for(tasks, databases)
+        remaining = options.trials - sum(done)
+        if remaining > 0:
+            log(f"tuning {len(tasks)} kernels for {key}: {remaining} trials to go ({sum(done)} already in {user_dir})")
+            start = time.perf_counter()
+            trials_run = _tune(tasks, done, remaining, tvm_target, user_db, options, log)
+            seconds = time.perf_counter() - start
+        else:
+            log(f"tuning: {sum(done)} records already cover {options.trials} trials; not tuning again")
+
+    database = ms.database.UnionDatabase(*databases) if databases else ms.database.MemoryDatabase()
+    covered = {i for i, t in enumerate(tasks) if any(d.has_workload(t.dispatched[0]) for d in databases)}
+    # Static variants only pay off with records; untuned, they would only add code.
+    kept = variants if covered else {}
+    dropped = [name for b, name in variants.items() if b not in kept]
+    if dropped:
+        module = relax.transform.DeadCodeElimination(["main", *kept.values()])(_without(module, dropped))
+    manifest = None
+    if covered:
+        manifest = {
+            "target_key": key,
+            "database": str(user_dir) if user_db is not None else None,
+            "shipped_records": str(shipped_dir.relative_to(SHIPPED.parent.parent)) if shipped_db is not None else None,
+            "static_batches": sorted(kept),
+            "kernels": len(tasks),
+            "kernels_with_records": len(covered),
+            "trials_requested": options.trials,
+            "trials_run": trials_run,
+            "tuning_seconds": round(seconds, 1),
+            "cost_model": options.cost_model if trials_run else None,
+            "measured_on": f"rpc {options.rpc.key}@{options.rpc.host}:{options.rpc.port}" if options.rpc else "local",
+        }
+    return Prepared(module, database, kept, manifest)
+
+
+def user_db_path(options: TuneOptions, target: dict) -> Path:
+    return (options.db or default_db_root()) / target_key(target)
+
+
+def fuse(module, tvm_target):
+    """Legalize and fuse: the kernels MetaSchedule tunes are the fused TIR functions of this module."""
+    import tvm
+    from tvm import relax
+
+    passes = [
+        *relax.pipeline.library_dispatch_passes(tvm_target),
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+    with tvm_target:
+        return tvm.transform.Sequential(passes)(module)
+
+
+def build(prepared: Prepared, target: dict):
+    """Apply the records, default schedules for the rest (dlight on GPUs), then lower and link."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.transform import MetaScheduleApplyDatabase
+
+    tvm_target = tvm.target.Target(target)
+    is_gpu = relax.pipeline.BackendDispatcher.is_gpu_target(tvm_target)
+
+    @tvm.transform.module_pass(opt_level=3)
+    def pipeline(mod, _ctx):
+        mod = MetaScheduleApplyDatabase()(mod)
+        if is_gpu:
+            from tvm.s_tir import dlight as dl
+
+            mod = dl.ApplyDefaultSchedule(
+                dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
+            )(mod)
+        backend = _backend_pipeline(tvm_target)
+        lower = backend.dataflow_lower_passes(tvm_target) + backend.finalize_passes(tvm_target)
+        return tvm.transform.Sequential(lower)(mod)
+
+    with tvm_target, prepared.database, tvm.transform.PassContext(opt_level=3):
+        return relax.build(prepared.module, target=tvm_target, relax_pipeline=pipeline)
+
+
+def _backend_pipeline(tvm_target):
+    """The target's pipeline module (relax.pipeline's dispatch misses cpu_generic's exports in 0.27)."""
+    import importlib
+
+    return importlib.import_module(f"tvm.relax.backend.{'cuda' if tvm_target.kind.name == 'cuda' else 'cpu_generic'}.pipeline")
+
+
+# --- tuning ----------------------------------------------------------------------------
+
+
+def _tune(tasks, done: list[int], remaining: int, tvm_target, database, options: TuneOptions, log) -> int:
+    """Round-robin over the kernels, least-tuned and costliest first, one batch of candidates at a time.
+
+    One MetaSchedule call per batch (rather than one for everything) is what lets a time budget
+    stop between batches and a later run pick up where this one stopped.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    _require_tune_extra(options)
+    _load_tensor_intrinsics(tvm_target)
+    builder = _in_process_builder()
+    runner = _runner(options.rpc)
+    cost_model = ms.cost_model.CostModel.create(options.cost_model, num_tuning_cores=_cores(tvm_target))
+    work_dir = str(database_path(database))
+    per_round = max(4, min(TRIALS_PER_ROUND, math.ceil(remaining / len(tasks))))
+    deadline = time.perf_counter() + options.time_budget_s if options.time_budget_s else math.inf
+    start, run = time.perf_counter(), 0
+    # Least-tuned first; among those the most work (FLOPs x uses), so a short budget goes to
+    # the convolutions and matmuls rather than to reshapes.
+    work = [_flops(t) * t.weight for t in tasks]
+    try:
+        while run < remaining and time.perf_counter() < deadline:
+            order = sorted(range(len(tasks)), key=lambda i: (done[i], -work[i]))
+            progressed = False
+            for i in order:
+                if run >= remaining or time.perf_counter() >= deadline:
+                    break
+                count = min(per_round, remaining - run)
+                _quiet_meta_schedule_console()
+                contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                    [tasks[i]], work_dir, strategy=options.strategy
+                )
+                before = _record_count(database, tasks[i])
+                ms.tune.tune_tasks(
+                    tasks=contexts, task_weights=weights, work_dir=work_dir,
+                    max_trials_global=count, num_trials_per_iter=count,
+                    builder=builder, runner=runner, database=database, cost_model=cost_model,
+                    task_scheduler="round-robin",
+                )
+                measured = _record_count(database, tasks[i]) - before
+                done[i] += measured
+                run += measured
+                progressed = progressed or measured > 0
+                best = _best_us(database, tasks[i])
+                log(f"tuning {run}/{remaining} trials, {_clock(time.perf_counter() - start)}: "
+                    f"{tasks[i].task_name} best {best}")
+            if not progressed:  # every kernel's search space is exhausted
+                break
+    finally:
+        runner_pool = getattr(runner, "pool", None)
+        if runner_pool is not None:
+            runner_pool.shutdown()
+    if time.perf_counter() >= deadline:
+        log(f"tuning: time budget of {_clock(options.time_budget_s)} spent after {run} trials; rerun to continue")
+    return run
+
+
+def _require_tune_extra(options: TuneOptions) -> None:
+    import importlib.util
+
+    needed = ["psutil", "cloudpickle"] + (["xgboost"] if options.cost_model == "xgb" else [])
+    needed += ["tornado"] if options.rpc else []
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise DltkError(f"tuning needs {', '.join(missing)}, not installed", "pip install 'dltk[tune]'")
+
+
+def _in_process_builder():
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        """Builds candidates in this process: no worker pays TVM's import again."""
+
+        def build(self, build_inputs):
+            results = []
+            for build_input in build_inputs:
+                try:
+                    module = default_build(build_input.mod, build_input.target, None)
+                    results.append(BuilderResult(default_export(module), None))
+                except Exception as e:  # a candidate that does not build is a failed trial, not a failed run
+                    results.append(BuilderResult(None, f"in-process build failed: {e}"))
+            return results
+
+    return InProcessBuilder()
+
+
+def _runner(rpc: RpcTarget | None):
+    from tvm.s_tir import meta_schedule as ms
+
+    if rpc is None:
+        return ms.runner.LocalRunner(timeout_sec=30)
+    config = ms.runner.RPCConfig(tracker_host=rpc.host, tracker_port=rpc.port, tracker_key=rpc.key, session_timeout_sec=60)
+    return ms.runner.RPCRunner(rpc_config=config, max_workers=1)
+
+
+def _load_tensor_intrinsics(tvm_target) -> None:
+    """Register only the target's tensor intrinsics before MetaSchedule imports them all.
+
+    `TuneContext` imports `tvm.s_tir.tensor_intrin`, whose package imports every backend's
+    tables (CUDA's alone took 60-115 s here). Tuning for one target needs that target's.
+    """
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    name = "tvm.s_tir.tensor_intrin"
+    if name not in sys.modules:
+        spec = importlib.util.find_spec(name)
+        package = types.ModuleType(name)
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        package.__package__ = name
+        sys.modules[name] = package
+    kind = tvm_target.kind.name
+    arch = str(tvm_target.attrs.get("mtriple", "x86_64"))
+    wanted = "cuda" if kind == "cuda" else ("arm_cpu" if arch.startswith(("aarch64", "arm")) else "x86")
+    importlib.import_module(f"{name}.{wanted}")
+
+
+# --- module surgery ----------------------------------------------------------------------
+
+
+def _with_static_variants(module, batch_symbols: list[str], variants: dict[int, str]):
+    import tvm
+    from tvm import relax
+
+    module = tvm.IRModule(dict(module.functions), attrs=module.attrs) if variants else module
+    for batch, name in variants.items():
+        bound = relax.transform.BindSymbolicVars(dict.fromkeys(batch_symbols, batch), "main")(
+            tvm.IRModule({"main": module["main"]}, attrs=module.attrs)
+        )
+        module[name] = bound["main"].with_attr("global_symbol", name)
+    return module
+
+
+def _without(module, names: list[str]):
+    import tvm
+
+    return tvm.IRModule({gv: f for gv, f in module.functions.items() if gv.name_hint not in names}, attrs=module.attrs)
+
+
+def _is_dynamic(task) -> bool:
+    import tvm
+
+    func = task.dispatched[0]["main"]
+    for param in func.params:
+        shape = getattr(param.ty, "shape", None)
+        if shape is None:  # a scalar argument: a size known only at run time
+            return True
+        if any(not isinstance(d, tvm.tirx.IntImm) for d in shape):
+            return True
+    return False
+
+
+# --- databases ---------------------------------------------------------------------------
+
+
+def _open_db(directory: Path):
+    from tvm.s_tir import meta_schedule as ms
+
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return ms.database.JSONDatabase(
+            path_workload=str(directory / "database_workload.json"),
+            path_tuning_record=str(directory / "database_tuning_record.json"),
+        )
+    except Exception as e:
+        raise DltkError(f"cannot read the tuning database in {directory}: {str(e).strip().splitlines()[0]}",
+                        "point --db at another directory or delete this one") from e
+
+
+def database_path(database) -> Path:
+    return Path(database.path_workload).parent
+
+
+def _record_count(database, task) -> int:
+    if database is None or not database.has_workload(task.dispatched[0]):
+        return 0
+    return len(database.get_top_k(database.commit_workload(task.dispatched[0]), 1 << 20))
+
+
+def _records_for(tasks, databases) -> list[int]:
+    return [max((_record_count(d, t) for d in databases), default=0) for t in tasks]
+
+
+def _best_us(database, task) -> str:
+    if not database.has_workload(task.dispatched[0]):
+        return "none yet"
+    top = database.get_top_k(database.commit_workload(task.dispatched[0]), 1)
+    if not top:
+        return "none valid yet"
+    seconds = [float(s) for s in top[0].run_secs]
+    return f"{1e6 * sum(seconds) / len(seconds):.1f} us"
+
+
+def _flops(task) -> float:
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    try:
+        return float(estimate_tir_flops(task.dispatched[0]))
+    except Exception:  # some kernels have no FLOP estimate (opaque loops); tune them last
+        return 0.0
+
+
+def _cores(tvm_target) -> int:
+    return int(tvm_target.attrs.get("num-cores", 1) or 1)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def _quiet_meta_schedule_console() -> None:
+    """MetaSchedule prints its task tables on stdout; keep them in its log files (-v shows them).
+
+    Its console handler takes the logger's level each time it sets up logging, so set it before each.
+    """
+    import logging
+
+    verbose = logging.getLogger().level == logging.DEBUG
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    logger.setLevel(logging.INFO if verbose else logging.ERROR)
+    # MetaSchedule's logging set-up lists the logger's handlers by name and fails on one
+    # without a name (as a handler another library or a test harness attached has).
+    for handler in list(logger.handlers):
+        if handler.get_name() is None:
+            logger.removeHandler(handler)
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '1h', '600' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = text.strip().lower()
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise DltkError(f"--time-budget '{text}' is not a duration", "use e.g. 90s, 10m or 1h") from None
+
+
+def tune_options(trials: int, time_budget: str | None, db, batches, rpc_tracker: str | None, rpc_key: str | None,
+                 shipped: bool = True) -> TuneOptions:
+    """TuneOptions from what `dltk compile` was given."""
+    rpc = rpc_target(rpc_tracker, rpc_key)
+    return TuneOptions(
+        trials=trials,
+        time_budget_s=parse_duration(time_budget) if time_budget else None,
+        db=Path(db) if db else None,
+        batches=tuple(batches),
+        rpc=rpc,
+        shipped=shipped,
+    )
+
+
+def rpc_target(tracker: str | None, key: str | None) -> RpcTarget | None:
+    """`--rpc-tracker HOST:PORT --rpc-key KEY` as an RpcTarget; None when neither is given."""
+    if not tracker and not key:
+        return None
+    host, sep, port = (tracker or "").rpartition(":")
+    if not (tracker and key and sep and host and port.isdigit()):
+        raise DltkError("remote measurement needs both --rpc-tracker HOST:PORT and --rpc-key KEY",
+                        "e.g. --rpc-tracker 127.0.0.1:9190 --rpc-key board")
+    return RpcTarget(host, int(port), key)
