@@ -44,7 +44,7 @@ def measure_family(name: str, workdir: Path, log, train_threads: int | None = No
     threads = torch.get_num_threads()
     torch.set_num_threads(train_threads or threads)
     try:
-        trained = train_model(name, workdir / f"{name}.pt", log=lambda line: None)
+        trained = train_model(name, workdir / f"{name}.pt")
     finally:
         torch.set_num_threads(threads)
     log(f"{name}: {trained.metric} {trained.value:.4f} in {trained.seconds:.1f} s; exporting and compiling")

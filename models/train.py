@@ -66,6 +66,20 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
 
 
 @dataclass(frozen=True)
+class Epoch:
+    """What one finished epoch reports to the caller (the CLI draws its progress bar from it)."""
+
+    number: int
+    of: int
+    loss: float
+    metric: str
+    value: float
+
+    def __str__(self) -> str:
+        return f"epoch {self.number}/{self.of}  loss {self.loss:.4f}  held-out {self.metric} {self.value:.4f}"
+
+
+@dataclass(frozen=True)
 class TrainResult:
     metric: str
     value: float
@@ -79,7 +93,7 @@ def train(
     task,
     recipe: Recipe,
     seed: int = 0,
-    log: Callable[[str], None] = lambda line: None,
+    on_epoch: Callable[[Epoch], None] = lambda epoch: None,
 ) -> TrainResult:
     """Minibatch training with the recipe; returns the held-out metric."""
     torch.manual_seed(seed)
@@ -110,6 +124,6 @@ def train(
             total_loss += loss.item() * len(batch)
             seen += len(batch)
         value = task.evaluate(model, data.test_x, data.test_y)
-        log(f"epoch {epoch}/{recipe.epochs}  loss {total_loss / seen:.4f}  held-out {task.metric} {value:.4f}")
+        on_epoch(Epoch(epoch, recipe.epochs, total_loss / seen, task.metric, value))
     model.eval()
     return TrainResult(task.metric, value, recipe.epochs, time.perf_counter() - start)

@@ -6,6 +6,7 @@ Errors print as one line, `error: <what> (<how to fix>)`; -v adds debug logs and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -37,6 +38,22 @@ verbose_option = click.option(
 
 def progress(line: str) -> None:
     click.echo(line, err=True)
+
+
+@contextlib.contextmanager
+def epoch_bar(title: str):
+    """A progress bar on stderr, advanced by each finished epoch; yields the on_epoch callback."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(title, total=None)
+
+        def on_epoch(epoch) -> None:
+            bar.update(task, total=epoch.of, completed=epoch.number, description=f"{title}: {epoch}")
+
+        yield on_epoch
 
 
 def console():
@@ -128,7 +145,8 @@ def train(name, output, epochs, optimizer, seed):
     from toolkit.train import train_model
 
     output = output or f"{name}.pt"
-    result = train_model(name, output, epochs=epochs, optimizer=optimizer, seed=seed, log=progress)
+    with epoch_bar(f"training {name}") as on_epoch:
+        result = train_model(name, output, epochs=epochs, optimizer=optimizer, seed=seed, on_epoch=on_epoch)
     click.echo(f"{name}: held-out {result.metric} {result.value:.4f} after {result.epochs} epochs "
                f"({result.seconds:.1f} s); wrote {output}")
 

@@ -11,7 +11,7 @@ from torch import nn
 import models
 from models import checkpoint
 from models.registry import ModelSpec
-from models.train import OPTIMIZERS, TrainResult, train
+from models.train import OPTIMIZERS, Epoch, TrainResult, train
 from toolkit.errors import DltkError
 
 
@@ -53,7 +53,7 @@ def train_model(
     epochs: int | None = None,
     optimizer: str | None = None,
     seed: int = 0,
-    log: Callable[[str], None] = lambda line: None,
+    on_epoch: Callable[[Epoch], None] = lambda epoch: None,
 ) -> TrainResult:
     spec = spec_for(name)
     if optimizer is not None and optimizer not in OPTIMIZERS:
@@ -62,7 +62,7 @@ def train_model(
         raise DltkError(f"--epochs must be at least 1, got {epochs}")
     recipe = spec.recipe.with_overrides(epochs=epochs, optimizer=optimizer)
     model = spec.create(seed)
-    result = train(model, spec.data(), spec.task, recipe, seed=seed, log=log)
+    result = train(model, spec.data(), spec.task, recipe, seed=seed, on_epoch=on_epoch)
     info = {
         "metric": {result.metric: result.value},
         "dataset": spec.dataset,

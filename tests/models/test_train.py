@@ -22,11 +22,12 @@ LEARNING_RATES = {"sgd": 0.3, "momentum": 0.05, "adagrad": 0.05, "adam": 3e-3}
 def test_each_optimizer_learns_the_digits(optimizer):
     spec = models.get("mlp")
     recipe = spec.recipe.with_overrides(epochs=3, optimizer=optimizer, lr=LEARNING_RATES[optimizer])
-    lines = []
-    result = train(spec.create(0), spec.data(), spec.task, recipe, seed=0, log=lines.append)
+    epochs = []
+    result = train(spec.create(0), spec.data(), spec.task, recipe, seed=0, on_epoch=epochs.append)
     assert result.metric == "accuracy"
     assert result.value > 0.5, f"{optimizer} reached only {result.value:.3f}"  # chance is 0.1
-    assert len(lines) == 3 and lines[-1].startswith("epoch 3/3")
+    assert [(e.number, e.of) for e in epochs] == [(1, 3), (2, 3), (3, 3)]
+    assert epochs[-1].value == result.value and str(epochs[-1]).startswith("epoch 3/3  loss ")
 
 
 def test_training_is_reproducible_with_a_seed():
