@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import DltkError
-from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact
+from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact, staging
 from toolkit.runtime.spec import TensorSpec
 
 # Triton's TYPE_* names for numpy dtypes (model_config.proto, DataType).
@@ -113,28 +112,16 @@ def write_triton_repository(path, repository, name: str | None = None, max_batch
     model = describe(path, name)
     kind = {"cpu": "KIND_CPU", "cuda": "KIND_GPU"}[device]
     config = triton_config(model, max_batch_size, max_delay_us, instances, kind)
-    repository = Path(repository)
-    destination = repository / model.name
-    if destination.exists() and not (destination / "config.pbtxt").is_file():
-        raise DltkError(f"{destination} exists and is not a Triton model directory", "choose another -o or --name")
-    repository.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=repository))
-    try:
+    destination = Path(repository) / model.name
+    with staging(destination, replaceable=_is_triton_model, kind="Triton model directory") as tmp:
         (tmp / "1").mkdir()
         shutil.copyfile(model.onnx_path, tmp / "1" / "model.onnx")
         (tmp / "config.pbtxt").write_text(config)
-        tmp.chmod(0o755)
-        if destination.exists():
-            old = repository / f".{model.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            destination.rename(old)
-            tmp.rename(destination)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(destination)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return destination
+
+
+def _is_triton_model(path: Path) -> bool:
+    return (path / "config.pbtxt").is_file()
 
 
 # --- KServe ----------------------------------------------------------------------------------

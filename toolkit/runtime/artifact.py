@@ -94,20 +94,19 @@ def write_manifest(directory: Path, manifest: dict) -> dict:
 
 
 @contextlib.contextmanager
-def staging(destination):
+def staging(destination, replaceable=is_artifact, kind: str = "dltk artifact"):
     """Yield a temporary directory beside `destination`, renamed into place on success.
 
-    A crash or an error leaves neither half an artifact nor a damaged earlier one.
-    Only an earlier artifact is replaced; any other existing path is refused.
+    A crash or an error leaves neither half a result nor a damaged earlier one. Only an
+    existing directory for which `replaceable(path)` holds (an earlier `kind`) is replaced;
+    any other existing path is refused.
     """
     destination = Path(destination)
-    if destination.exists() and not is_artifact(destination):
-        raise DltkError(
-            f"{destination} exists and is not a dltk artifact", "choose another output path"
-        )
+    if destination.exists() and not replaceable(destination):
+        raise DltkError(f"{destination} exists and is not a {kind}", "choose another output path")
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; an artifact is meant to be shared
+    tmp.chmod(0o755)  # mkdtemp makes it private; what is written here is meant to be shared
     try:
         yield tmp
         if destination.exists():
