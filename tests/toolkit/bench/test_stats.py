@@ -11,16 +11,27 @@ def test_measure_runs_warmup_then_until_both_minimums():
     assert all(ms >= 0 for ms in latencies)
 
 
-def test_block_keeps_going_until_the_minimum_duration():
-    block = stats.timed_block(lambda: None, stats.Budget(warmup=0, min_iterations=1, min_seconds=0.05))
-    assert block.seconds >= 0.05 and len(block.latencies_ms) > 1
+def _fake_clock(monkeypatch, seconds_per_call: float):
+    """A call that takes `seconds_per_call` on a fake clock: the loop's stop rules, exactly."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(stats.time, "perf_counter", lambda: clock["now"])
+
+    def call():
+        clock["now"] += seconds_per_call
+
+    return call
 
 
-def test_max_seconds_stops_a_slow_call_before_min_iterations():
-    import time
+def test_block_keeps_going_until_the_minimum_duration(monkeypatch):
+    call = _fake_clock(monkeypatch, 0.01)
+    block = stats.timed_block(call, stats.Budget(warmup=0, min_iterations=1, min_seconds=0.05))
+    assert len(block.latencies_ms) == 5 and block.seconds == pytest.approx(0.05)
 
-    block = stats.timed_block(lambda: time.sleep(0.01), stats.Budget(warmup=0, min_iterations=10_000, min_seconds=0, max_seconds=0.05))
-    assert 1 <= len(block.latencies_ms) < 10_000
+
+def test_max_seconds_stops_a_slow_call_before_min_iterations(monkeypatch):
+    call = _fake_clock(monkeypatch, 0.02)
+    block = stats.timed_block(call, stats.Budget(warmup=0, min_iterations=10_000, min_seconds=0, max_seconds=0.1))
+    assert len(block.latencies_ms) == 5
 
 
 def test_summary_percentiles_are_ordered_and_exact_on_known_data():
@@ -46,16 +57,8 @@ def test_run_spread_is_the_coefficient_of_variation_of_runs():
 
 
 def test_warmup_of_a_slow_call_stops_at_a_quarter_of_the_budget(monkeypatch):
-    import toolkit.bench.stats as stats_module
-
-    clock = {"now": 0.0}
     calls = []
-
-    def slow_call():  # each call "takes" 10 s on a fake clock
-        calls.append(1)
-        clock["now"] += 10.0
-
-    monkeypatch.setattr(stats_module.time, "perf_counter", lambda: clock["now"])
-    block = stats_module.timed_block(slow_call, stats_module.Budget(warmup=20, min_iterations=200, max_seconds=40.0))
+    slow = _fake_clock(monkeypatch, 10.0)
+    block = stats.timed_block(lambda: calls.append(slow()), stats.Budget(warmup=20, min_iterations=200, max_seconds=40.0))
     assert len(calls) - len(block.latencies_ms) == 1  # warm-up stopped after 10 s of its 40 / 4
     assert len(block.latencies_ms) == 4  # then timed calls until max_seconds
