@@ -13,7 +13,6 @@ import shutil
 import sys
 import time
 import traceback
-from pathlib import Path
 
 import click
 
@@ -534,12 +533,13 @@ def deploy_triton(model, output, name, max_batch_size, max_delay_us, instances, 
 @verbose_option
 def deploy_kserve(model, storage_uri, image, name, cpu, memory, output):
     """Write a KServe InferenceService (v2 protocol) for a model."""
-    from toolkit.deploy import kserve_manifest, write_text_atomically
+    from toolkit.deploy import kserve_manifest
+    from toolkit.files import write_atomically
 
     manifest = kserve_manifest(model, name=name, storage_uri=storage_uri, image=image, cpu=cpu, memory=memory)
     if not output:
         return click.echo(manifest, nl=False)
-    write_text_atomically(output, manifest)
+    write_atomically(output, manifest)
     click.echo(f"wrote {output}")
 
 

@@ -10,7 +10,6 @@ Kubernetes, `dltk deploy kserve --image` runs the dltk server image (deploy/Dock
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,11 +188,3 @@ def to_yaml(value, indent: int = 0) -> str:
     text = str(value)
     plain = text and text.replace("-", "").replace("_", "").replace(".", "").replace("/", "").isalnum() and not text[0].isdigit()
     return text if plain and text.lower() not in ("yes", "no", "on", "off", "true", "false", "null") else json.dumps(text)
-
-
-def write_text_atomically(path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from toolkit.compare import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.errors import CheckFailed, DltkError
+from toolkit.files import write_atomically
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import TensorSpec
 from toolkit.train import LoadedModel, load_model
@@ -73,7 +73,7 @@ def export_model(
     )
     if not parity.passed:
         raise CheckFailed(f"{parity.summary()}; {output} not written", "look for ops that export differently")
-    _write_atomically(Path(output), model_bytes)
+    write_atomically(output, model_bytes)
     return ExportReport(
         Path(output), loaded.spec.name, opset, session.inputs, session.outputs, parity, trained=bool(loaded.info)
     )
@@ -130,13 +130,6 @@ def _add_metadata(proto: onnx.ModelProto, loaded: LoadedModel) -> None:
     del proto.metadata_props[:]
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, str]:

@@ -15,7 +15,6 @@ not involved.
 from __future__ import annotations
 
 import json
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from toolkit import runtime
 from toolkit.errors import DltkError
+from toolkit.files import write_atomically
 from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact
 
 METADATA_KEY = "dltk.generation"
@@ -158,9 +158,4 @@ def write_png(path, pixels: np.ndarray) -> Path:
 
     header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(png)
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, png)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-from pathlib import Path
 
 from toolkit.bench.runner import BenchRun, row_ratios
+from toolkit.files import write_atomically
 
 CSV_COLUMNS = (
     "model", "backend", "device", "scenario", "batch", "threads", "p50", "p90", "p95", "p99", "p99.9",
@@ -18,22 +17,14 @@ CSV_COLUMNS = (
 )
 
 
-def write_text(path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_files(run: BenchRun, json_path=None, csv_path=None, plot_path=None) -> list[str]:
     """The files asked for; returns their paths."""
     written = []
     if json_path:
-        write_text(json_path, to_json_text(run))
+        write_atomically(json_path, to_json_text(run))
         written.append(str(json_path))
     if csv_path:
-        write_text(csv_path, to_csv_text(run))
+        write_atomically(csv_path, to_csv_text(run))
         written.append(str(csv_path))
     if plot_path:
         from toolkit.bench.plot import write_plot

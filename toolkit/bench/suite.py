@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 
 from toolkit.bench.machine import machine_slug
-from toolkit.bench.output import markdown, to_csv_text, to_json_text, write_text
+from toolkit.bench.output import markdown, to_csv_text, to_json_text
+from toolkit.files import write_atomically
 from toolkit.bench.runner import BenchRun, Plan, run_benchmark
 
 RESULTS_ROOT = Path("benchmarks") / "results"
@@ -41,9 +42,9 @@ def write_results(run: BenchRun, output: Path, note: str = "") -> None:
     output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".bench.", dir=output) as tmp:
         staged = Path(tmp)
-        write_text(staged / "bench.json", to_json_text(run))
-        write_text(staged / "bench.csv", to_csv_text(run))
-        write_text(staged / "RESULTS.md", markdown(run, note))
+        write_atomically(staged / "bench.json", to_json_text(run))
+        write_atomically(staged / "bench.csv", to_csv_text(run))
+        write_atomically(staged / "RESULTS.md", markdown(run, note))
         if any(r["scenario"] in ("single-stream", "multi-stream") for r in run.results):
             from toolkit.bench.plot import write_plot
 
