@@ -11,18 +11,15 @@ This is a safety net: `dltk bench --backend tvm` always measures the TVM code it
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 
 from toolkit.runtime.spec import TensorSpec, random_feeds
+from toolkit.timing import Budget, measure
 
 ROUNDS = 2
-WARMUP = 5
-MIN_CALLS = 30
-MIN_SECONDS = 0.15
-MAX_SECONDS = 3.0
+BUDGET = Budget(warmup=5, min_iterations=30, min_seconds=0.15, max_seconds=3.0, repeats=1)
 
 
 def measure_engines(sessions: dict, batches: list[int], log=lambda line: None) -> dict:
@@ -33,7 +30,7 @@ def measure_engines(sessions: dict, batches: list[int], log=lambda line: None) -
         feeds = random_feeds(specs, _batch_dims(specs, batch))
         for _ in range(ROUNDS):
             for name, session in sessions.items():
-                latencies[name][batch] += _time_block(lambda: session.run(feeds))
+                latencies[name][batch] += measure(lambda: session.run(feeds), BUDGET)
     p50 = {name: {str(b): float(np.median(v)) for b, v in per_batch.items()} for name, per_batch in latencies.items()}
     score = {name: math.exp(np.mean([math.log(ms) for ms in per_batch.values()])) for name, per_batch in p50.items()}
     chosen = min(score, key=score.get)
@@ -74,17 +71,3 @@ def batches_to_measure(inputs: list[TensorSpec], variants: dict[int, str]) -> li
 
 def _batch_dims(specs: list[TensorSpec], batch: int) -> dict[str, int]:
     return {s.shape[0]: batch for s in specs if s.shape and isinstance(s.shape[0], str)}
-
-
-def _time_block(call) -> list[float]:
-    for _ in range(WARMUP):
-        call()
-    samples = []
-    start = time.perf_counter()
-    while True:
-        t0 = time.perf_counter_ns()
-        call()
-        samples.append((time.perf_counter_ns() - t0) / 1e6)
-        elapsed = time.perf_counter() - start
-        if (len(samples) >= MIN_CALLS and elapsed >= MIN_SECONDS) or elapsed >= MAX_SECONDS:
-            return samples

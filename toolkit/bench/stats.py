@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
+
+from toolkit.timing import Block, Budget, measure, timed_block  # noqa: F401  (the bench API)
 
 HIGH_COV = 0.25  # within-run coefficient of variation above which a result gets a warning
 HIGH_RUN_COV = 0.05  # run-to-run spread of the median above which repeated runs disagree
@@ -16,48 +15,6 @@ PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p99.9": 99.9}
 # Student's t, two-sided 95%, by degrees of freedom; 1.96 beyond the table.
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
         10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How long each measurement runs: warm-up calls, then until both minimums are met (or max_seconds)."""
-
-    warmup: int = 20
-    min_iterations: int = 200
-    min_seconds: float = 1.0
-    max_seconds: float = 60.0
-    repeats: int = 3  # runs of each measurement, interleaved across backends, for a confidence interval
-
-
-@dataclass(frozen=True)
-class Block:
-    latencies_ms: list[float]
-    seconds: float  # wall time of the timed calls, loop included
-
-
-def measure(call: Callable[[], object], budget: Budget) -> list[float]:
-    """Latencies in ms of `call`, after warm-up."""
-    return timed_block(call, budget).latencies_ms
-
-
-def timed_block(call: Callable[[], object], budget: Budget) -> Block:
-    # Warm-up gets at most a quarter of the time budget: a model that takes seconds per call
-    # (untuned TVM ResNet-18 at batch 32) would otherwise spend many minutes warming up.
-    warm_start = time.perf_counter()
-    for _ in range(budget.warmup):
-        call()
-        if time.perf_counter() - warm_start >= budget.max_seconds / 4:
-            break
-    latencies = []
-    start = time.perf_counter()
-    while True:
-        t0 = time.perf_counter_ns()
-        call()
-        latencies.append((time.perf_counter_ns() - t0) / 1e6)
-        elapsed = time.perf_counter() - start
-        enough = len(latencies) >= budget.min_iterations and elapsed >= budget.min_seconds
-        if enough or elapsed >= budget.max_seconds:
-            return Block(latencies, elapsed)
 
 
 def summarize(latencies_ms) -> dict:

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from toolkit import timing
 from toolkit.bench import stats
 
 
@@ -14,7 +15,7 @@ def test_measure_runs_warmup_then_until_both_minimums():
 def _fake_clock(monkeypatch, seconds_per_call: float):
     """A call that takes `seconds_per_call` on a fake clock: the loop's stop rules, exactly."""
     clock = {"now": 0.0}
-    monkeypatch.setattr(stats.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock["now"])
 
     def call():
         clock["now"] += seconds_per_call
