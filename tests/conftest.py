@@ -1,8 +1,11 @@
 """Shared fixtures: one tiny trained LeNet, its ONNX export and its TVM artifact, made once per run."""
 
 import os
+import time
 
 import pytest
+
+RPC_KEY = "dltk-loopback"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,3 +37,26 @@ def lenet_artifact(lenet_onnx):
     from toolkit.compile import compile_model
 
     return compile_model(lenet_onnx, lenet_onnx.with_suffix(".tvm")).artifact.path
+
+
+@pytest.fixture(scope="session")
+def rpc_device():
+    """A real TVM RPC tracker and server on loopback, standing in for a remote board."""
+    from tvm import rpc
+    from tvm.rpc.tracker import Tracker
+
+    from toolkit.tune import RpcTarget
+
+    tracker = Tracker(host="127.0.0.1", port=9190, port_end=9290, silent=True)
+    server = rpc.Server(host="127.0.0.1", port=9300, port_end=9400, key=RPC_KEY,
+                        tracker_addr=("127.0.0.1", tracker.port), silent=True)
+    try:
+        client = rpc.connect_tracker("127.0.0.1", tracker.port)
+        for _ in range(100):  # the server registers with the tracker shortly after it starts
+            if any(RPC_KEY in str(q) for q in client.summary()["queue_info"]):
+                break
+            time.sleep(0.1)
+        yield RpcTarget("127.0.0.1", tracker.port, RPC_KEY)
+    finally:
+        server.terminate()
+        tracker.terminate()

@@ -352,22 +352,29 @@ def _threads_list(ctx, param, value):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON ('-' for stdout).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write results as CSV.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG: latency against batch, and its distribution.")
+@click.option("--rpc-tracker", metavar="HOST:PORT", help="Run ARTIFACT on a remote device through a TVM RPC tracker, timed there.")
+@click.option("--rpc-key", help="The device key registered with the RPC tracker.")
 @verbose_option
-def bench(source, zoo, output, note, backends, batches, threads, device, scenarios, target_qps, p99_bound,
+@click.pass_context
+def bench(ctx, source, zoo, output, note, backends, batches, threads, device, scenarios, target_qps, p99_bound,
           samples_per_query, ort_opt, ort_providers, warmup, min_iterations, min_seconds, max_seconds, repeats,
-          json_path, csv_path, plot_path):
+          json_path, csv_path, plot_path, rpc_tracker, rpc_key):
     """Measure latency per backend, batch size and thread count, side by side in one run."""
     from toolkit import bench as benchmark
     from toolkit.bench import output as results
+    from toolkit.tune import rpc_target
 
     if bool(source) == zoo:
         raise DltkError("give a model to benchmark or --zoo, not both or neither", "see 'dltk bench --help'")
+    rpc = rpc_target(rpc_tracker, rpc_key)
+    if rpc and ctx.get_parameter_source("backends") == click.core.ParameterSource.DEFAULT:
+        backends = ("tvm",)  # the only backend a remote device runs
     plan = benchmark.Plan(
         backends=backends, batches=tuple(batches), threads=threads, scenarios=scenarios, device=device,
         budget=benchmark.Budget(warmup=warmup, min_iterations=min_iterations, min_seconds=min_seconds,
                                 max_seconds=max_seconds, repeats=repeats),
         server=benchmark.ServerSettings(target_qps=target_qps, p99_bound_ms=p99_bound),
-        samples_per_query=samples_per_query, ort=benchmark.OrtOptions(ort_opt, ort_providers),
+        samples_per_query=samples_per_query, ort=benchmark.OrtOptions(ort_opt, ort_providers), rpc=rpc,
     )
     if zoo:
         from toolkit.bench.suite import run_zoo

@@ -2,18 +2,21 @@
 
 The artifact's model.so is uploaded to a device the tracker hands out for the key, loaded there
 on the Relax VM, and timed on the device with the VM's time evaluator, so the latencies leave
-out the network round trip. The artifact must be compiled for the remote device's target.
+out the network round trip. The artifact must be compiled for the remote device's target
+(`dltk compile --target JSON`, with the device's LLVM triple and CPU, or `cuda`).
 """
 
 from __future__ import annotations
 
 import socket
+import time
 
 import numpy as np
 
 from toolkit.errors import DltkError
 from toolkit.runtime.artifact import LIBRARY, Artifact
 from toolkit.runtime.spec import validate_feeds
+from toolkit.timing import Block, Budget
 from toolkit.tune import RpcTarget
 
 
@@ -63,8 +66,20 @@ class RemoteTvmSession:
         values = [result] if isinstance(result, self._tvm.runtime.Tensor) else list(result)
         return {name: value.numpy() for name, value in zip(self._names, values)}
 
-    def device_latencies(self, feeds: dict[str, np.ndarray], calls: int) -> list[float]:
-        """`calls` latencies in ms, each one call timed on the remote device."""
+    def timed_block(self, feeds: dict[str, np.ndarray], budget: Budget) -> Block:
+        """The budget's warm-up and timed calls, each call timed on the remote device itself.
+
+        Calls go in chunks of the budget's minimum count, until the calls' device time reaches
+        min_seconds (or the wall clock, round trips included, max_seconds).
+        """
         feeds = validate_feeds(self.inputs, feeds)
-        evaluator = self._vm.time_evaluator(self._entry(feeds), self._dev, number=1, repeat=calls)
-        return [float(seconds) * 1e3 for seconds in evaluator(*self._args(feeds)).results]
+        args, entry = self._args(feeds), self._entry(feeds)
+        if budget.warmup:
+            self._vm.time_evaluator(entry, self._dev, number=budget.warmup, repeat=1)(*args)
+        timer = self._vm.time_evaluator(entry, self._dev, number=1, repeat=budget.min_iterations)
+        latencies: list[float] = []
+        start = time.perf_counter()
+        while not latencies or (sum(latencies) < budget.min_seconds * 1e3
+                                and time.perf_counter() - start < budget.max_seconds):
+            latencies += [float(seconds) * 1e3 for seconds in timer(*args).results]
+        return Block(latencies, sum(latencies) / 1e3)

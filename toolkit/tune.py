@@ -153,10 +153,16 @@ def user_db_path(options: TuneOptions, target: dict) -> Path:
 
 
 def fuse(module, tvm_target):
-    """Legalize and fuse: the kernels MetaSchedule tunes are the fused TIR functions of this module."""
+    """Legalize and fuse: the kernels MetaSchedule tunes are the fused TIR functions of this module.
+
+    On CPUs the kernels' weight arguments are marked layout-free, so that a tuned schedule may read
+    them in a blocked layout of its choosing (MetaSchedule's RewriteLayout); `build` then moves that
+    re-layout out of the kernel and folds it into the constants at compile time (weight pre-packing).
+    """
     import tvm
     from tvm import relax
 
+    is_gpu = relax.pipeline.BackendDispatcher.is_gpu_target(tvm_target)
     passes = [
         *relax.pipeline.library_dispatch_passes(tvm_target),
         relax.transform.DecomposeOpsForInference(),
@@ -165,6 +171,7 @@ def fuse(module, tvm_target):
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
+        *([] if is_gpu else [relax.transform.AttachAttrLayoutFreeBuffers()]),
     ]
     with tvm_target:
         return tvm.transform.Sequential(passes)(module)
@@ -179,9 +186,15 @@ def build(prepared: Prepared, target: dict):
     tvm_target = tvm.target.Target(target)
     is_gpu = relax.pipeline.BackendDispatcher.is_gpu_target(tvm_target)
 
+    entries = [gv.name_hint for gv, f in prepared.module.functions.items() if isinstance(f, relax.Function)]
+
     @tvm.transform.module_pass(opt_level=3)
     def pipeline(mod, _ctx):
         mod = MetaScheduleApplyDatabase()(mod)
+        # Kernels tuned with a weight layout rewrite: split the rewrite off and fold it into the weights.
+        mod = relax.transform.SplitLayoutRewritePreproc()(mod)
+        mod = relax.transform.FoldConstant()(mod)
+        mod = relax.transform.DeadCodeElimination(entries)(mod)
         if is_gpu:
             from tvm.s_tir import dlight as dl
 

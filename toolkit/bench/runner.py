@@ -14,6 +14,7 @@ from toolkit.bench.scenarios import SCENARIOS, Measured, ServerSettings
 from toolkit.bench.stats import HIGH_COV, HIGH_RUN_COV, Budget
 from toolkit.bench.subjects import DEFAULT_BACKENDS, OrtOptions, open_subject
 from toolkit.errors import DltkError
+from toolkit.tune import RpcTarget
 
 SCHEMA_VERSION = "dltk-bench/1"
 SCHEMA_FILE = Path(__file__).with_name("schema.json")  # JSON Schema of BenchRun.to_json()
@@ -33,6 +34,7 @@ class Plan:
     samples_per_query: int = 8  # multi-stream
     ort: OrtOptions = OrtOptions()
     measure_peak: bool = True  # the matmul probe behind peak_share
+    rpc: RpcTarget | None = None  # measure an artifact's TVM code on a device behind this RPC tracker
 
     def check(self) -> None:
         unknown = [s for s in self.scenarios if s not in SCENARIOS]
@@ -47,6 +49,9 @@ class Plan:
             raise DltkError("--threads must be positive integers")
         if self.budget.repeats < 1 or self.budget.min_iterations < 1:
             raise DltkError("--repeats and --min-iterations must be at least 1")
+        if self.rpc and (set(self.backends) != {"tvm"} or "server" in self.scenarios):
+            raise DltkError("a remote device measures the compiled TVM code only, one call at a time",
+                            "use --backend tvm with single-stream, multi-stream or offline")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -73,13 +78,15 @@ def run_benchmark(sources: list[str], plan: Plan, log=lambda line: None) -> Benc
     plan.check()
     env = environment()
     run = BenchRun(env, plan, warnings=skew_warnings(env))
-    if plan.measure_peak:
+    if plan.rpc:
+        env["remote"] = f"rpc {plan.rpc.key}@{plan.rpc.host}:{plan.rpc.port}"  # env describes this host, not it
+    if plan.measure_peak and not plan.rpc:
         log(f"probing this machine's peak ({plan.device})")
         env["peak"] = measure_peak(plan.device)
     for source in sources:
-        subject = open_subject(source, list(plan.backends), plan.device, plan.ort, log)
+        subject = open_subject(source, list(plan.backends), plan.device, plan.ort, log, rpc=plan.rpc)
         run.measured += measure_subject(subject, plan, log)
-    if plan.measure_peak:
+    if plan.measure_peak and not plan.rpc:
         log("probing the peak again: the faster probe counts")
         env["peak"] = best_peak(env["peak"], measure_peak(plan.device))
     _add_peak_share(run.results, env.get("peak"))

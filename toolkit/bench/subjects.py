@@ -18,6 +18,7 @@ import numpy as np
 from toolkit.errors import DltkError
 from toolkit.runtime import Session, load
 from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact
+from toolkit.tune import RpcTarget
 
 BACKENDS = ("torch", "torch.compile", "ort", "tvm")
 DEFAULT_BACKENDS = ("torch", "ort", "tvm")  # torch.compile takes minutes to compile: asked for by name
@@ -120,16 +121,23 @@ def open_subject(
     device: str = "cpu",
     ort_options: OrtOptions = OrtOptions(),
     log=lambda line: None,
+    rpc: RpcTarget | None = None,
 ) -> Subject:
-    """A zoo NAME or checkpoint (every backend, same weights, held-out inputs), an ONNX file or an artifact."""
+    """A zoo NAME or checkpoint (every backend, same weights, held-out inputs), an ONNX file or an artifact.
+
+    With `rpc`, an artifact's TVM code runs on the device the RPC tracker hands out for the key.
+    """
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise DltkError(f"unknown backend '{unknown[0]}'", f"use any of {','.join(BACKENDS)}")
     if not backends:
         raise DltkError("no backend given", f"use any of {','.join(BACKENDS)}")
     path = Path(source)
+    if rpc and not path.is_dir():
+        raise DltkError(f"a remote device runs a compiled artifact, not {source}",
+                        "compile for the device first: dltk compile MODEL.onnx -o DIR --target JSON")
     if path.is_dir():
-        return _artifact_subject(path, backends, device, ort_options)
+        return _artifact_subject(path, backends, device, ort_options, rpc)
     if path.suffix == ".onnx":
         return _onnx_subject(path, backends, device, ort_options, log)
     return _zoo_subject(source, backends, device, ort_options, log)
@@ -186,13 +194,18 @@ def _onnx_subject(path: Path, backends: list[str], device: str, ort_options: Ort
                    onnx_path=path)
 
 
-def _artifact_subject(path: Path, backends: list[str], device: str, ort_options: OrtOptions) -> Subject:
+def _artifact_subject(path: Path, backends: list[str], device: str, ort_options: OrtOptions,
+                      rpc: RpcTarget | None) -> Subject:
     _refuse_torch(backends, path)
     artifact = open_artifact(path)
 
     def opener(backend: str, threads: int | None) -> Session:
         if backend == "ort":
             return _ort(artifact.file(SOURCE_ONNX), device, threads, ort_options)
+        if rpc:
+            from toolkit.remote import RemoteTvmSession
+
+            return RemoteTvmSession(artifact, rpc)
         return load(path, device, backend="tvm")
 
     return Subject(artifact.manifest["model"], None, _random_feeds(artifact.inputs), opener=opener, backends=backends,
