@@ -87,9 +87,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--batch", default="1,8")
     parser.add_argument("--min-seconds", type=float, default=2.0)
+    # Untuned ResNet-18 takes seconds per call at batch 8: its block stops at this, after one call at least.
+    parser.add_argument("--max-seconds", type=float, default=10.0)
     args = parser.parse_args()
     batches = [int(b) for b in args.batch.split(",")]
-    budget = bench.Budget(warmup=50, min_iterations=500, min_seconds=args.min_seconds)
+    budget = bench.Budget(warmup=50, min_iterations=500, min_seconds=args.min_seconds, max_seconds=args.max_seconds)
     results, tuning = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:

@@ -2,11 +2,13 @@
 
 import json
 
+import jsonschema
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from toolkit import runtime
+from toolkit.bench.runner import SCHEMA_FILE
 from toolkit.cli import cli
 from toolkit.errors import DltkError
 from toolkit.remote import RemoteTvmSession
@@ -47,6 +49,7 @@ def test_bench_measures_an_artifact_on_the_rpc_device(rpc_device, lenet_artifact
     ])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    jsonschema.validate(report, json.loads(SCHEMA_FILE.read_text()))
     assert report["env"]["remote"] == f"rpc {rpc_device.key}@127.0.0.1:{rpc_device.port}"
     rows = report["results"]
     assert [(r["backend"], r["batch"]) for r in rows] == [("tvm", 1), ("tvm", 8)]  # tvm only, by default
