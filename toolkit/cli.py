@@ -172,9 +172,20 @@ def export(source, output, opset, batch, atol, rtol):
 @cli.command()
 @click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--profile", is_flag=True, help="Time an artifact's TVM kernels and ONNX Runtime ops instead.")
+@click.option("--batch", type=click.IntRange(min=1),
+              help="Batch size to profile at [default: 1, or the model's fixed batch].")
 @verbose_option
-def inspect(path, as_json):
-    """Show an ONNX model's or artifact's inputs, outputs, ops, parameters, FLOPs and backend support."""
+def inspect(path, as_json, profile, batch):
+    """Show an ONNX model's or artifact's inputs, outputs, ops, parameters, FLOPs and backend support.
+
+    With --profile, where a compiled artifact's time goes: per-kernel times in TVM and per-op
+    times in ONNX Runtime, on random inputs.
+    """
+    if profile:
+        return _print_profile(path, batch, as_json)
+    if batch is not None:
+        raise DltkError("--batch goes with --profile", "add --profile, or drop --batch")
     from toolkit.inspect import inspect_path
 
     info = inspect_path(path)
@@ -201,6 +212,38 @@ def inspect(path, as_json):
                   f"verification {json.dumps(a['verification'])}"))
         out.print(escape(f"  tuning: {json.dumps(a.get('tuning'))}; static-batch variants {json.dumps(a.get('variants') or {})}"))
         out.print(escape(f"  engine: {_engine_line(a.get('engine'))}"))
+
+
+_PROFILE_ROWS = 15  # kernels shown in the table; --json has them all
+
+
+def _print_profile(path, batch: int | None, as_json: bool) -> None:
+    from toolkit.profile import profile_artifact
+
+    progress(f"profiling {path}")
+    report = profile_artifact(path, batch)
+    if as_json:
+        return _echo_json(report)
+    from rich.markup import escape
+    from rich.table import Column, Table
+
+    tvm_report, ort_report = report["tvm"], report["ort"]
+    out = console()
+    out.print(f"[bold]{escape(str(path))}[/bold]  {report['model']} at batch {report['batch']}, "
+              f"TVM entry {report['entry']}, mean of {report['runs']} runs")
+    out.print(f"TVM: kernels {tvm_report['total_us']:.1f} us per inference (whole run {tvm_report['wall_us']:.1f} us "
+              f"unprofiled; {tvm_report['builtin_calls']} VM builtin calls not timed)")
+    table = Table("kernel", *(Column(h, justify="right") for h in ("calls", "us", "%")), box=None)
+    for k in tvm_report["kernels"][:_PROFILE_ROWS]:
+        table.add_row(escape(k["name"]), str(k["calls"]), f"{k['us']:.1f}", f"{100 * k['share']:.1f}")
+    out.print(table)
+    if len(tvm_report["kernels"]) > _PROFILE_ROWS:
+        out.print(f"  ... {len(tvm_report['kernels']) - _PROFILE_ROWS} more kernels (--json lists them all)")
+    out.print(f"ONNX Runtime: nodes {ort_report['total_us']:.1f} us per inference (whole run {ort_report['wall_us']:.1f} us)")
+    table = Table("op", *(Column(h, justify="right") for h in ("us", "%")), box=None)
+    for op in ort_report["op_types"]:
+        table.add_row(escape(op["op"]), f"{op['us']:.1f}", f"{100 * op['share']:.1f}")
+    out.print(table)
 
 
 def _engine_line(engine: dict | None) -> str:

@@ -57,11 +57,15 @@ class TvmSession:
         variants = {int(b): name for b, name in artifact.manifest.get("variants", {}).items()}
         return cls(artifact.file(LIBRARY), artifact.inputs, artifact.outputs, device, variants)
 
+    def virtual_machine(self) -> relax.VirtualMachine:
+        """A fresh VM over the library, on this session's device (the profiler instruments its own)."""
+        return relax.VirtualMachine(self._library, self._dev)
+
     def _function(self, name: str):
         functions = getattr(self._local, "functions", None)
         if functions is None:
             functions = self._local.functions = {}
-            self._local.vm = relax.VirtualMachine(self._library, self._dev)
+            self._local.vm = self.virtual_machine()
         function = functions.get(name)
         if function is None:
             function = functions[name] = self._local.vm[name]
