@@ -47,7 +47,7 @@ class RemoteTvmSession:
         self._vm = relax.VirtualMachine(self._remote.load_module(LIBRARY), self._dev)
         self._tvm = tvm
         self.inputs, self.outputs = artifact.inputs, artifact.outputs
-        self.device = f"{artifact.device} (rpc {rpc.key})"
+        self.device = artifact.device  # where: the run's env["remote"]
         self._names = [o.name for o in self.outputs]
         self._variants = {int(b): name for b, name in artifact.manifest.get("variants", {}).items()}
         self._batch_input = next((s.name for s in self.inputs if s.shape and isinstance(s.shape[0], str)), None)
