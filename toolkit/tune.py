@@ -13,6 +13,12 @@ records a database already holds for the model's kernels against `--trials`, so 
 run continues an interrupted one and a finished one is not tuned again. Records shipped
 under `benchmarks/tuning/<target key>/` are applied when they match.
 
+Each kernel's first record is its default schedule, measured like any candidate, so a tuned
+schedule replaces the default only where it measured faster (MetaSchedule's space for small
+pooling and elementwise kernels holds only parallel schedules, slower than serial at batch 1).
+Pure reshapes are not tuned: left alone they become views, no kernel at all. On CPUs the
+tuned kernels may read their weights in a blocked layout, packed once at compile time.
+
 Builds run in this process: MetaSchedule's LocalBuilder starts fresh worker processes for
 every batch, each paying about a minute importing TVM's tensor intrinsics.
 """
@@ -28,6 +34,7 @@ from toolkit.errors import DltkError
 
 DEFAULT_BATCHES = (1, 8)
 TRIALS_PER_ROUND = 16  # candidates measured per kernel per round, as MetaSchedule's default batch
+DEFAULT_SCHEDULE_BLOCK = ("root", "main")  # the default schedule's record looks this block up, nothing more
 SHIPPED = Path(__file__).resolve().parents[1] / "benchmarks" / "tuning"
 
 
@@ -96,7 +103,7 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
         variants = {}
         fused = fuse(module, tvm_target)
     module = fused
-    tasks = [t for t in ms.relax_integration.extract_tasks(module, tvm_target) if not _is_dynamic(t)]
+    tasks = [t for t in ms.relax_integration.extract_tasks(module, tvm_target) if _tunable(t)]
 
     key = target_key(target)
     user_dir = user_db_path(options, target)
@@ -239,9 +246,15 @@ def _tune(tasks, done: list[int], remaining: int, tvm_target, database, options:
     # Least-tuned first; among those the most work (FLOPs x uses), so a short budget goes to
     # the convolutions and matmuls rather than to reshapes.
     work = [_flops(t) * t.weight for t in tasks]
+    exhausted: set[int] = set()  # kernels whose whole search space has been measured
     try:
+        for i, task in enumerate(tasks):
+            if not _has_default_record(database, task) and run < remaining and time.perf_counter() < deadline:
+                measured = _record_default_schedule(task, tvm_target, builder, runner, database)
+                done[i] += measured
+                run += measured
         while run < remaining and time.perf_counter() < deadline:
-            order = sorted(range(len(tasks)), key=lambda i: (done[i], -work[i]))
+            order = sorted((i for i in range(len(tasks)) if i not in exhausted), key=lambda i: (done[i], -work[i]))
             progressed = False
             for i in order:
                 if run >= remaining or time.perf_counter() >= deadline:
@@ -262,6 +275,8 @@ def _tune(tasks, done: list[int], remaining: int, tvm_target, database, options:
                 done[i] += measured
                 run += measured
                 progressed = progressed or measured > 0
+                if not measured:
+                    exhausted.add(i)
                 best = _best_us(database, tasks[i])
                 log(f"tuning {run}/{remaining} trials, {_clock(time.perf_counter() - start)}: "
                     f"{tasks[i].task_name} best {best}")
@@ -274,6 +289,49 @@ def _tune(tasks, done: list[int], remaining: int, tvm_target, database, options:
     if time.perf_counter() >= deadline:
         log(f"tuning: time budget of {_clock(options.time_budget_s)} spent after {run} trials; rerun to continue")
     return run
+
+
+def _record_default_schedule(task, tvm_target, builder, runner, database) -> int:
+    """Measure the kernel as TVM compiles it untuned, and keep that as its first record (1 if kept).
+
+    MetaSchedule's design space for small spatial kernels (pooling, elementwise) holds only
+    parallel schedules, whose thread wake-up costs more than the serial default does at small
+    batches. With the default in the database a tuned schedule applies only where it is faster.
+    """
+    from tvm.s_tir import Schedule
+    from tvm.s_tir import meta_schedule as ms
+
+    workload = task.dispatched[0]
+    schedule = Schedule(workload)
+    # A record needs one instruction in its trace; looking a block up changes nothing.
+    schedule.get_sblock(*DEFAULT_SCHEDULE_BLOCK)
+    (built,) = builder.build([ms.builder.BuilderInput(schedule.mod, tvm_target)])
+    if built.error_msg:
+        return 0
+    args_info = ms.arg_info.ArgInfo.from_prim_func(workload["main"])
+    device_type = "cuda" if tvm_target.kind.name == "cuda" else "cpu"
+    (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, device_type, args_info)])
+    result = future.result()
+    if result.error_msg:
+        return 0
+    seconds = [float(s) for s in result.run_secs]
+    database.commit_tuning_record(
+        ms.database.TuningRecord(schedule.trace, database.commit_workload(workload), seconds, tvm_target, args_info)
+    )
+    return 1
+
+
+def _has_default_record(database, task) -> bool:
+    if database is None or not database.has_workload(task.dispatched[0]):
+        return False
+    records = database.get_top_k(database.commit_workload(task.dispatched[0]), 1 << 20)
+    return any(is_default_schedule(r.trace.as_json()) for r in records)
+
+
+def is_default_schedule(trace_json) -> bool:
+    """Whether a record's trace (its JSON form) is the default schedule `_record_default_schedule` measures."""
+    instructions = trace_json[0]
+    return len(instructions) == 1 and instructions[0][0] == "GetSBlock" and list(instructions[0][2]) == list(DEFAULT_SCHEDULE_BLOCK)
 
 
 def _require_tune_extra(options: TuneOptions) -> None:
@@ -362,6 +420,13 @@ def _without(module, names: list[str]):
     import tvm
 
     return tvm.IRModule({gv: f for gv, f in module.functions.items() if gv.name_hint not in names}, attrs=module.attrs)
+
+
+def _tunable(task) -> bool:
+    """Static shapes, and not a pure reshape: left unscheduled, a reshape becomes a free view."""
+    from tvm.relax.analysis import has_reshape_pattern
+
+    return not _is_dynamic(task) and not has_reshape_pattern(task.dispatched[0]["main"])
 
 
 def _is_dynamic(task) -> bool:

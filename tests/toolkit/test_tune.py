@@ -9,7 +9,7 @@ import pytest
 from toolkit import runtime
 from toolkit.compile import compile_model
 from toolkit.errors import DltkError
-from toolkit.tune import SHIPPED, TuneOptions, parse_duration, target_key, tune_options
+from toolkit.tune import SHIPPED, TuneOptions, is_default_schedule, parse_duration, target_key, tune_options
 
 # Random samples of the design space and no cost model: the cheapest search that still
 # builds, runs and records real candidates. Shipped records off: these tests start from nothing.
@@ -121,3 +121,17 @@ def test_cli_compile_tune_reuses_the_database_and_inspect_shows_the_choice(tuned
     assert shown.exit_code == 0, shown.output
     assert f"engine: {engine['chosen']} runs by default" in shown.stdout
     assert "main_b8" in shown.stdout
+
+
+def test_each_kernel_starts_from_its_default_schedule_and_reshapes_are_not_tuned(lenet_onnx, tmp_path):
+    # LeNet at batch 1: two convolutions, two max-pools, two matmuls and a flatten (a reshape).
+    options = TuneOptions(trials=10, db=tmp_path / "db", batches=(1,), **SMOKE)
+    artifact = compile_model(lenet_onnx, tmp_path / "lenet.tvm", tuning=options, choose_engine=False).artifact
+    tuning = artifact.manifest["tuning"]
+    assert tuning["kernels"] == 6  # the reshape is left to become a view of its input
+    db = tmp_path / "db" / tuning["target_key"]
+    records = [json.loads(line) for line in (db / "database_tuning_record.json").read_text().splitlines()]
+    # [workload index, [trace, run_secs, target, args]]
+    defaults = {index for index, (trace, *_rest) in records if is_default_schedule(trace)}
+    assert len(defaults) == 6 and len(records) == 10
+    assert artifact.manifest["verification"]["status"] == "passed"
