@@ -19,17 +19,22 @@ from pathlib import Path
 from toolkit import bench
 from toolkit.compile import compile_model
 from toolkit.export import export_model
+from toolkit.profile import profile_artifact
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.artifact import open_artifact
 from toolkit.runtime.tvm import TvmSession
 from toolkit.tune import TuneOptions
 
 
+PROFILE_RUNS = 20
+TOP_KERNELS = 4  # per model and batch in the "where the time goes" table
+
+
 def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def measure(name: str, workdir: Path, batches: list[int], budget: bench.Budget) -> tuple[list[dict], dict]:
+def measure(name: str, workdir: Path, batches: list[int], budget: bench.Budget) -> tuple[list[dict], dict, list[dict]]:
     import models
 
     onnx_path = workdir / f"{name}.onnx"
@@ -48,10 +53,30 @@ def measure(name: str, workdir: Path, batches: list[int], budget: bench.Budget) 
         return {s.name: x.numpy() for s, x in zip(sessions["ort"].inputs, spec.sample(batch))}
 
     results = bench.single_stream(bench.Subject(name, sessions, feeds), batches, budget, log=log)
-    return results, open_artifact(tuned.path).manifest["tuning"]
+    profiles = [profile_artifact(tuned.path, batch, runs=PROFILE_RUNS) for batch in batches]
+    return results, open_artifact(tuned.path).manifest["tuning"], profiles
 
 
-def markdown(report: dict, tuning: dict[str, dict]) -> str:
+def where_the_time_goes(profiles: list[dict]) -> list[str]:
+    """The tuned artifact's costliest kernels beside ONNX Runtime's costliest op types."""
+    lines = [
+        "## Where the time goes",
+        "",
+        f"`dltk inspect ARTIFACT --profile` on the tuned artifact, mean of {PROFILE_RUNS} runs: the {TOP_KERNELS} costliest",
+        "TVM kernels and ONNX Runtime op types, in us per inference and share of the engine's total.",
+        "",
+        "| model | batch | TVM kernels total us | costliest TVM kernels | ORT nodes total us | costliest ORT op types |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for p in profiles:
+        kernels = ", ".join(f"{k['name']} {k['us']:.1f} ({k['share']:.0%})" for k in p["tvm"]["kernels"][:TOP_KERNELS])
+        ops = ", ".join(f"{o['op']} {o['us']:.1f} ({o['share']:.0%})" for o in p["ort"]["op_types"][:TOP_KERNELS])
+        lines.append(f"| {p['model']} | {p['batch']} | {p['tvm']['total_us']:.1f} | {kernels} | "
+                     f"{p['ort']['total_us']:.1f} | {ops} |")
+    return lines
+
+
+def markdown(report: dict, tuning: dict[str, dict], profiles: list[dict]) -> str:
     env = report["env"]
     ratios = bench.ratio_to(report["results"], "ort")
     lines = [
@@ -78,6 +103,7 @@ def markdown(report: dict, tuning: dict[str, dict]) -> str:
     lines += ["", "Tuning records used:", ""]
     for model, t in tuning.items():
         lines.append(f"- {model}: {json.dumps(t)}")
+    lines += [""] + where_the_time_goes(profiles)
     return "\n".join(lines) + "\n"
 
 
@@ -92,16 +118,17 @@ def main() -> None:
     args = parser.parse_args()
     batches = [int(b) for b in args.batch.split(",")]
     budget = bench.Budget(warmup=50, min_iterations=500, min_seconds=args.min_seconds, max_seconds=args.max_seconds)
-    results, tuning = [], {}
+    results, tuning, profiles = [], {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            model_results, tuning[name] = measure(name, Path(tmp), batches, budget)
+            model_results, tuning[name], model_profiles = measure(name, Path(tmp), batches, budget)
             results += model_results
+            profiles += model_profiles
     report = bench.report(results)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "tuning.json").write_text(json.dumps({**report, "tuning": tuning}, indent=2) + "\n")
-    (args.out / "tuning.md").write_text(markdown(report, tuning))
-    print(markdown(report, tuning))
+    (args.out / "tuning.json").write_text(json.dumps({**report, "tuning": tuning, "profiles": profiles}, indent=2) + "\n")
+    (args.out / "tuning.md").write_text(markdown(report, tuning, profiles))
+    print(markdown(report, tuning, profiles))
 
 
 if __name__ == "__main__":
