@@ -31,7 +31,7 @@ zoo: $(INSTALLED)
 	$(BIN)/python benchmarks/zoo_table.py --readme README.md
 
 # The README's latency table: every zoo model on every backend, written to benchmarks/results/<machine>/.
-BENCH_ARGS ?= --backend torch,ort,tvm --batch 1,8,32 --scenario single-stream,offline
+BENCH_ARGS ?= --backend torch,ort,tvm --batch 1,8 --scenario single-stream
 bench: $(INSTALLED)
 	$(DLTK) bench --zoo $(BENCH_ARGS)
 

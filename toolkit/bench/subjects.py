@@ -239,9 +239,15 @@ def _random_feeds(specs) -> Callable[[int], dict[str, np.ndarray]]:
 def _compiled(onnx_path: Path, device: str, log) -> Path:
     """The artifact for this ONNX file and device, compiled once and cached by content."""
     from toolkit.compile import compile_model
+    import toolkit
+    from toolkit.tune import SHIPPED
 
-    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()[:16]
-    artifact = cache_dir() / "compiled" / f"{digest}-{device}"
+    digest = hashlib.sha256(onnx_path.read_bytes())
+    # New shipped tuning records (or a new dltk) make a different artifact from the same model.
+    for records in sorted(SHIPPED.glob("*/*.json")):
+        digest.update(records.read_bytes())
+    digest.update(toolkit.__version__.encode())
+    artifact = cache_dir() / "compiled" / f"{digest.hexdigest()[:16]}-{device}"
     if not is_artifact(artifact):
         log(f"compiling {onnx_path} for {device} into {artifact}")
         compile_model(onnx_path, artifact, target=device, log=log)
