@@ -83,6 +83,16 @@ def test_shipped_records_apply_when_the_target_matches(mlp_onnx, tmp_path):
     assert tuning["shipped_records"] == f"benchmarks/tuning/{key}" and tuning["trials_run"] == 0
     assert tuning["kernels_with_records"] == tuning["kernels"]  # every static kernel of the MLP
     assert artifact.manifest["variants"] == {"1": "main_b1", "8": "main_b8"}
+    # The shipped matmuls read pre-packed weights: the re-layout was folded at compile time.
+    assert "_prepacked" in _vm_bytecode(artifact)
+    assert artifact.manifest["verification"]["status"] == "passed"
+
+
+def _vm_bytecode(artifact) -> str:
+    import tvm
+    from tvm import relax
+
+    return relax.VMExecutable(tvm.runtime.load_module(str(artifact.path / "model.so"))).as_text()
 
 
 def test_target_key_names_cpu_and_cores_or_gpu_arch():
