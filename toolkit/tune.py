@@ -248,8 +248,11 @@ def _tune(tasks, done: list[int], remaining: int, tvm_target, database, options:
     work = [_flops(t) * t.weight for t in tasks]
     exhausted: set[int] = set()  # kernels whose whole search space has been measured
     try:
+        # On GPUs an unscheduled kernel does not build (threads unbound); dlight, not this, is its default.
+        defaults_apply = tvm_target.kind.name != "cuda"
         for i, task in enumerate(tasks):
-            if not _has_default_record(database, task) and run < remaining and time.perf_counter() < deadline:
+            if (defaults_apply and not _has_default_record(database, task)
+                    and run < remaining and time.perf_counter() < deadline):
                 measured = _record_default_schedule(task, tvm_target, builder, runner, database)
                 done[i] += measured
                 run += measured
@@ -309,8 +312,7 @@ def _record_default_schedule(task, tvm_target, builder, runner, database) -> int
     if built.error_msg:
         return 0
     args_info = ms.arg_info.ArgInfo.from_prim_func(workload["main"])
-    device_type = "cuda" if tvm_target.kind.name == "cuda" else "cpu"
-    (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, device_type, args_info)])
+    (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args_info)])
     result = future.result()
     if result.error_msg:
         return 0
