@@ -324,10 +324,7 @@ def _record_default_schedule(task, tvm_target, builder, runner, database) -> int
 
 
 def _has_default_record(database, task) -> bool:
-    if database is None or not database.has_workload(task.dispatched[0]):
-        return False
-    records = database.get_top_k(database.commit_workload(task.dispatched[0]), 1 << 20)
-    return any(is_default_schedule(r.trace.as_json()) for r in records)
+    return any(is_default_schedule(r.trace.as_json()) for r in _records(database, task))
 
 
 def is_default_schedule(trace_json) -> bool:
@@ -465,10 +462,15 @@ def database_path(database) -> Path:
     return Path(database.path_workload).parent
 
 
-def _record_count(database, task) -> int:
+def _records(database, task) -> list:
+    """Every valid record the database holds for the task's kernel (none without a database)."""
     if database is None or not database.has_workload(task.dispatched[0]):
-        return 0
-    return len(database.get_top_k(database.commit_workload(task.dispatched[0]), 1 << 20))
+        return []
+    return list(database.get_top_k(database.commit_workload(task.dispatched[0]), 1 << 20))
+
+
+def _record_count(database, task) -> int:
+    return len(_records(database, task))
 
 
 def _records_for(tasks, databases) -> list[int]:

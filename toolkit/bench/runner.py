@@ -80,13 +80,14 @@ def run_benchmark(sources: list[str], plan: Plan, log=lambda line: None) -> Benc
     run = BenchRun(env, plan, warnings=skew_warnings(env))
     if plan.rpc:
         env["remote"] = f"rpc {plan.rpc.key}@{plan.rpc.host}:{plan.rpc.port}"  # env describes this host, not it
-    if plan.measure_peak and not plan.rpc:
+    probe_peak = plan.measure_peak and not plan.rpc  # this host's peak says nothing of a remote device
+    if probe_peak:
         log(f"probing this machine's peak ({plan.device})")
         env["peak"] = measure_peak(plan.device)
     for source in sources:
         subject = open_subject(source, list(plan.backends), plan.device, plan.ort, log, rpc=plan.rpc)
         run.measured += measure_subject(subject, plan, log)
-    if plan.measure_peak and not plan.rpc:
+    if probe_peak:
         log("probing the peak again: the faster probe counts")
         env["peak"] = best_peak(env["peak"], measure_peak(plan.device))
     _add_peak_share(run.results, env.get("peak"))
