@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit import schedules
 from toolkit.errors import DltkError
 
 DEFAULT_BATCHES = (1, 8)
@@ -185,10 +186,10 @@ def fuse(module, tvm_target):
 
 
 def build(prepared: Prepared, target: dict):
-    """Apply the records, default schedules for the rest (dlight on GPUs), then lower and link."""
+    """Apply the records, default schedules for the rest (toolkit.schedules on CPUs, dlight on GPUs),
+    then lower and link."""
     import tvm
     from tvm import relax
-    from tvm.relax.transform import MetaScheduleApplyDatabase
 
     tvm_target = tvm.target.Target(target)
     is_gpu = relax.pipeline.BackendDispatcher.is_gpu_target(tvm_target)
@@ -197,7 +198,7 @@ def build(prepared: Prepared, target: dict):
 
     @tvm.transform.module_pass(opt_level=3)
     def pipeline(mod, _ctx):
-        mod = MetaScheduleApplyDatabase()(mod)
+        mod = _apply_records(mod) if is_gpu else schedules.apply(_apply_records(mod), tvm_target)
         # Kernels tuned with a weight layout rewrite: split the rewrite off and fold it into the weights.
         mod = relax.transform.SplitLayoutRewritePreproc()(mod)
         mod = relax.transform.FoldConstant()(mod)
@@ -214,6 +215,23 @@ def build(prepared: Prepared, target: dict):
 
     with tvm_target, prepared.database, tvm.transform.PassContext(opt_level=3):
         return relax.build(prepared.module, target=tvm_target, relax_pipeline=pipeline)
+
+
+def _apply_records(mod):
+    """MetaScheduleApplyDatabase, except that a default-schedule record leaves its kernel unscheduled.
+
+    A default-schedule record stands for TVM's untuned code, so where a schedule rule matches
+    that kernel, the rule's schedule (`toolkit.schedules`) replaces it.
+    """
+    import tvm
+    from tvm.relax.transform import MetaScheduleApplyDatabase
+
+    applied = MetaScheduleApplyDatabase()(mod)
+    for gvar, func in applied.functions_items():
+        before = mod[gvar]
+        if isinstance(func, tvm.tirx.PrimFunc) and not before.same_as(func) and tvm.ir.structural_equal(func.body, before.body):
+            applied[gvar] = before  # the record's trace changed nothing: a default-schedule record
+    return applied
 
 
 def _backend_pipeline(tvm_target):

@@ -1,0 +1,51 @@
+"""The conv2d rule against ONNX Runtime: plain, strided and padded, 1x1, grouped and depthwise
+convolutions, channel counts and widths that do and do not divide the tiles, batch 1 and 3."""
+
+import numpy as np
+import pytest
+
+from tests.toolkit.schedules.conftest import (
+    assert_matches_onnxruntime,
+    one_node_model,
+    scheduled_rules,
+    scheduled_scripts,
+    with_relu,
+)
+
+
+def _x(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+CASES = {
+    # name: (in channels, out channels, size, kernel, Conv attributes)
+    "3x3 padded": (3, 16, 9, 3, dict(pads=[1, 1, 1, 1])),
+    "strided odd": (5, 20, 11, 3, dict(pads=[1, 1, 1, 1], strides=[2, 2])),
+    "1x1": (8, 24, 7, 1, {}),
+    "grouped": (8, 16, 6, 3, dict(group=2, pads=[1, 1, 1, 1])),
+    "depthwise": (8, 8, 10, 3, dict(group=8, pads=[1, 1, 1, 1])),
+    "5x5 six channels": (1, 6, 12, 5, {}),  # LeNet's first layer
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_conv2d_with_bias_and_relu_matches_onnxruntime_at_batch_1_and_3(rng, name):
+    channels, filters, size, kernel, attrs = CASES[name]
+    group = attrs.get("group", 1)
+    model = with_relu(one_node_model(
+        "Conv", {"x": ["batch", channels, size, size]},
+        {"w": _x(rng, filters, channels // group, kernel, kernel), "b": _x(rng, filters)}, 4,
+        kernel_shape=[kernel, kernel], **attrs,
+    ))
+    rules = set(scheduled_rules(model).values())
+    assert rules & {"conv2d", "matmul"}, rules  # a 1x1 convolution is a matmul to the rules
+    assert_matches_onnxruntime(model, [{"x": _x(rng, b, channels, size, size)} for b in (1, 3)])
+
+
+def test_resnet_sized_conv_runs_on_both_cores_with_packed_weights(rng):
+    model = one_node_model("Conv", {"x": [1, 32, 14, 14]}, {"w": _x(rng, 64, 32, 3, 3)}, 4,
+                           kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    assert set(scheduled_rules(model).values()) >= {"conv2d"}
+    script = scheduled_scripts(model)
+    assert "T.parallel" in script and "T.vectorized" in script and "layout_rewrite_preproc" in script
+    assert_matches_onnxruntime(model, [{"x": _x(rng, 1, 32, 14, 14)}])

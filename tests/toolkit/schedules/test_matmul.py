@@ -1,0 +1,46 @@
+"""The matmul rule: dense, Gemm and batch-matmul kernels against ONNX Runtime, tiles that do and
+do not divide the shapes, a symbolic batch run at 1 and 3."""
+
+import numpy as np
+import pytest
+
+from tests.toolkit.schedules.conftest import (
+    assert_matches_onnxruntime,
+    one_node_model,
+    scheduled_rules,
+    scheduled_scripts,
+    with_relu,
+)
+
+
+def _x(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "in_features,out_features",
+    [(64, 128), (37, 19), (16, 10)],  # divides the 2-vector tile; odd both ways; a narrow output
+)
+def test_dense_with_bias_and_relu_matches_onnxruntime_at_batch_1_and_3(rng, in_features, out_features):
+    model = with_relu(one_node_model(
+        "Gemm", {"x": ["batch", in_features]},
+        {"w": _x(rng, out_features, in_features), "b": _x(rng, out_features)}, 2, transB=1,
+    ))
+    assert "matmul" in scheduled_rules(model).values()
+    assert_matches_onnxruntime(model, [{"x": _x(rng, b, in_features)} for b in (1, 3)])
+
+
+def test_transformer_projection_is_parallel_vectorized_and_matches(rng):
+    # GPT's (B, T, C) x (C, 4C): large enough to run on both cores
+    model = one_node_model("MatMul", {"x": ["batch", 33, 96]}, {"w": _x(rng, 96, 384)}, 3)
+    script = scheduled_scripts(model)
+    assert "T.parallel" in script and "T.vectorized" in script
+    assert "meta_schedule.layout_rewrite_preproc" in script  # the weight is pre-packed
+    assert_matches_onnxruntime(model, [{"x": _x(rng, b, 33, 96)} for b in (1, 3)])
+
+
+def test_batch_matmul_of_two_activations_matches(rng):
+    # attention's Q @ K^T shape: both operands computed, nothing to pre-pack; odd sizes
+    model = one_node_model("MatMul", {"q": [3, 7, 9], "k": [3, 9, 13]}, {}, 3)
+    assert set(scheduled_rules(model).values()) == {"matmul"}
+    assert_matches_onnxruntime(model, [{"q": _x(rng, 3, 7, 9), "k": _x(rng, 3, 9, 13)}])

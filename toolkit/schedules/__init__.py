@@ -1,0 +1,53 @@
+"""Default CPU schedules for kernels without a tuning record, in the style of TVM's dlight.
+
+Each rule matches the main TIR block of a fused PrimFunc (a matmul, a convolution, a
+reduction) and schedules it for the target's caches, vector width and cores; a kernel no rule
+matches keeps TVM's default code. `apply` is the pass `tune.build` runs after the tuning
+records: it leaves kernels a record scheduled alone.
+
+A scheduled kernel carries the attribute `dltk.schedule_rule` (the rule's name), so tests and
+`dltk inspect` can tell which rule scheduled it.
+"""
+
+from __future__ import annotations
+
+RULE_ATTR = "dltk.schedule_rule"
+
+
+def rules() -> list:
+    from toolkit.schedules.conv2d import Conv2d
+    from toolkit.schedules.matmul import Matmul
+
+    return [Matmul(), Conv2d()]
+
+
+def apply(mod, target=None):
+    """Schedule every PrimFunc of `mod` that is not scheduled yet and that a rule matches."""
+    import tvm
+
+    target = target or tvm.target.Target.current(allow_none=False)
+    if target.kind.name != "llvm":
+        return mod
+    updated = {}
+    for gvar, func in mod.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc) or _is_scheduled(func):
+            continue
+        for rule in rules():
+            sch = rule.apply(func, target, False)
+            if sch is not None:
+                updated[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr(RULE_ATTR, rule.name)
+                break
+    for gvar, func in updated.items():
+        mod[gvar] = func
+    return mod
+
+
+def rule_of(func) -> str | None:
+    """The name of the rule that scheduled a PrimFunc, or None."""
+    value = func.attrs.get(RULE_ATTR) if func.attrs is not None else None
+    return str(value) if value is not None else None
+
+
+def _is_scheduled(func) -> bool:
+    attrs = func.attrs
+    return attrs is not None and int(attrs.get("tirx.is_scheduled", 0) or 0) == 1

@@ -1,0 +1,201 @@
+"""Dense, matmul and batch-matmul on CPUs: a register-tiled, vectorized GEMM with packed weights.
+
+Matches the one reduction block of a fused kernel whose accesses read C[S, I, J] += A[S, I, K] *
+B[S, J, K] (any order of the axes within each buffer, several I axes allowed: GPT's (B, T, C) x
+(C, 4C) fuses B and T). The schedule is the classic CPU GEMM micro-kernel:
+
+    for S, I/mr, J/nr (parallel when the kernel is large enough):
+        acc[mr, nr] = 0                       # registers: mr x nr/lanes vectors
+        for K: acc[ii, :] += A[i, k] * B[k, j:j+nr]   (ii unrolled, j vectorized)
+        out[i, j] = epilogue(acc)             # bias, activation: fused, vectorized
+
+A weight (a layout-free buffer) is re-laid out as [J/nr, K, nr], so each k step reads one
+contiguous panel row; the re-layout is split off and folded into the constants at compile time.
+"""
+
+from __future__ import annotations
+
+from toolkit.schedules import cpu
+
+
+class Matmul:
+    name = "matmul"
+
+    def apply(self, func, target, _tunable=False):
+        from tvm.s_tir import Schedule
+
+        try:
+            sch = Schedule(func)
+            return sch if self._schedule(sch, func, target) else None
+        except Exception:  # a schedule primitive refused this kernel: TVM's default code stays
+            return None
+
+    def _schedule(self, sch, func, target) -> bool:
+        from tvm.s_tir.dlight.gpu.matmul import IterKind, auto_inline_producers, detect_iter_traits
+
+        main = _single_reduction_block(sch)
+        if main is None or not _is_multiply_add(sch.get(main)):
+            return False
+        traits = detect_iter_traits(sch.get(main))
+        if traits is None:
+            return False
+        kinds = [t.kind for t in traits[3]]
+        if kinds.count(IterKind.kIter_J) != 1 or kinds.count(IterKind.kIter_K) != 1:
+            return False
+        loops = sch.get_loops(main)
+        if len(loops) != len(kinds):
+            return False
+        extents = [t.extent for t in traits[3]]
+        by_kind = {kind: [loop for loop, k in zip(loops, kinds) if k == kind] for kind in IterKind}
+        j_extent = extents[kinds.index(IterKind.kIter_J)]
+        k_extent = extents[kinds.index(IterKind.kIter_K)]
+        i_extent = 1
+        for extent, kind in zip(extents, kinds):
+            if kind in (IterKind.kIter_I, IterKind.kIter_S):
+                i_extent *= cpu.static_extent(extent)
+
+        lanes = cpu.vector_lanes(target, _dtype_bits(sch.get(main)))
+        mr, nr = _register_tile(target, lanes, cpu.static_extent(j_extent, unknown=0),
+                                [e for e, k in zip(extents, kinds) if k == IterKind.kIter_I][-1])
+
+        sch.reorder(*by_kind[IterKind.kIter_T], *by_kind[IterKind.kIter_S], *by_kind[IterKind.kIter_I],
+                    *by_kind[IterKind.kIter_J], *by_kind[IterKind.kIter_K])
+        # Only the innermost I axis is tiled: fusing several (batch x tokens) would make the
+        # accumulator's write-back cover rows its tile never computed.
+        *outer_i, i = by_kind[IterKind.kIter_I]
+        outer = by_kind[IterKind.kIter_T] + by_kind[IterKind.kIter_S] + outer_i
+        (j,) = by_kind[IterKind.kIter_J]
+        (k,) = by_kind[IterKind.kIter_K]
+        io, ii = sch.split(i, [None, mr])
+        jo, ji = sch.split(j, [None, nr])
+        sch.reorder(io, jo, k, ii, ji)
+
+        auto_inline_producers(sch, main)
+        _pack_weight(sch, func, main, nr, j_extent)
+        work = i_extent * cpu.static_extent(j_extent) * cpu.static_extent(k_extent)
+        if cpu.cores(target) > 1 and work >= cpu.PARALLEL_MIN_WORK:
+            jo = sch.fuse(*outer, io, jo)
+            sch.parallel(jo)
+        acc = sch.cache_write(main, 0, "local")
+        _inline_epilogue(sch, acc)
+        sch.reverse_compute_at(acc, jo)
+        sch.unroll(ii)
+        sch.vectorize(ji)
+        init = sch.decompose_reduction(main, k)
+        for block in (init, acc):
+            *_, row, col = sch.get_loops(block)
+            sch.vectorize(col)
+            sch.unroll(row)
+
+        return True
+
+
+def _register_tile(target, lanes: int, j_extent: int, i_extent) -> tuple[int, int]:
+    """(rows, columns) of the accumulator tile: as many vector registers as leaves room for operands.
+
+    Columns: two vectors when J allows (four with AVX-512's 32 registers), else the largest
+    vector multiple dividing J, else all of a small J (LLVM splits odd widths).
+    Rows: 4 (6 with 32 registers), fewer when there are fewer (a GEMV has one).
+    """
+    registers = cpu.vector_registers(target)
+    nr = lanes
+    for vectors in (4, 2) if registers >= 32 else (2,):
+        if j_extent and j_extent % (vectors * lanes) == 0:
+            nr = vectors * lanes
+            break
+    else:
+        if j_extent and j_extent % lanes and j_extent <= 2 * lanes:
+            nr = j_extent
+    rows = 6 if registers >= 32 else 4
+    rows_here = cpu.static_extent(i_extent, unknown=0)
+    if rows_here and rows_here < rows:
+        rows = rows_here
+    elif rows_here % rows and rows_here % (rows - 1) == 0:
+        rows -= 1  # a tile that divides the rows avoids a predicated tail
+    return rows, nr
+
+
+def _pack_weight(sch, func, main, nr: int, j_extent) -> None:
+    """Re-lay a layout-free B as [..., J/nr, K, nr]; `tune.build` folds the re-layout into the weights."""
+    from tvm.s_tir.dlight.gpu.matmul import IterKind, detect_iter_traits
+
+    block = sch.get(main)
+    b_index = _layout_free_read(func, block)
+    if b_index is None or cpu.static_extent(j_extent, unknown=0) % nr:
+        return
+    traits = detect_iter_traits(block)
+    kinds = {iv.var: t.kind for iv, t in zip(block.iter_vars, traits[3])}
+    region = block.reads[b_index].region
+    dims = []
+    for r in region:
+        if not isinstance(r.min, type(block.iter_vars[0].var)) or r.min not in kinds:
+            return  # an index that is not a plain axis: leave the layout alone
+        dims.append(kinds[r.min])
+    if dims.count(IterKind.kIter_J) != 1 or dims.count(IterKind.kIter_K) != 1:
+        return
+    j_dim, k_dim = dims.index(IterKind.kIter_J), dims.index(IterKind.kIter_K)
+    others = [d for d in range(len(dims)) if d not in (j_dim, k_dim)]
+
+    def packed(*index):
+        return (*[index[d] for d in others], index[j_dim] // nr, index[k_dim], index[j_dim] % nr)
+
+    rewrite = sch.cache_read(main, b_index, "global")
+    sch.annotate(rewrite, "meta_schedule.layout_rewrite_preproc", True)
+    sch.transform_layout(main, ("read", b_index), packed)
+
+
+def _layout_free_read(func, block) -> int | None:
+    """The index in `block.reads` of a layout-free parameter (a weight), if it reads one."""
+    indices = func.attrs.get("layout_free_buffers") if func.attrs is not None else None
+    if not indices:
+        return None
+    free = [func.params[int(i)] for i in indices]
+    for index, region in enumerate(block.reads):
+        if any(region.source.same_as(param) for param in free):
+            return index
+    return None
+
+
+def _single_reduction_block(sch):
+    from tvm.tirx import IterVar
+
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    reductions = [b for b in blocks if any(iv.iter_type == IterVar.CommReduce for iv in sch.get(b).iter_vars)]
+    return reductions[0] if len(reductions) == 1 else None
+
+
+def _is_multiply_add(block) -> bool:
+    from tvm import tirx
+
+    body = block.body
+    value = getattr(body, "value", None)
+    if not isinstance(value, tirx.Add):
+        return False
+    return any(isinstance(_strip_cast(side), tirx.Mul) for side in (value.a, value.b))
+
+
+def _strip_cast(expr):
+    from tvm import tirx
+
+    while isinstance(expr, tirx.Cast):
+        expr = expr.value
+    return expr
+
+
+def _dtype_bits(block) -> int:
+    from tvm.s_tir.dlight.base.utils import get_bytes
+
+    return 8 * get_bytes(block.writes[0].source.dtype)
+
+
+def _inline_epilogue(sch, block) -> None:
+    """Fuse the elementwise consumers (bias, activation) into the accumulator's write-back."""
+    changed = True
+    while changed:
+        changed = False
+        for consumer in sch.get_consumers(block):
+            try:
+                sch.reverse_compute_inline(consumer)
+                changed = True
+            except Exception:  # not elementwise over the output (a reduction, a reshape): keep it
+                continue
