@@ -224,12 +224,13 @@ def _apply_records(mod):
     that kernel, the rule's schedule (`toolkit.schedules`) replaces it.
     """
     import tvm
+    import tvm_ffi
     from tvm.relax.transform import MetaScheduleApplyDatabase
 
     applied = MetaScheduleApplyDatabase()(mod)
     for gvar, func in applied.functions_items():
         before = mod[gvar]
-        if isinstance(func, tvm.tirx.PrimFunc) and not before.same_as(func) and tvm.ir.structural_equal(func.body, before.body):
+        if isinstance(func, tvm.tirx.PrimFunc) and not before.same_as(func) and tvm_ffi.structural_equal(func.body, before.body):
             applied[gvar] = before  # the record's trace changed nothing: a default-schedule record
     return applied
 

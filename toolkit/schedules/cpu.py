@@ -47,4 +47,6 @@ def static_extent(extent, unknown: int = 1) -> int:
     """An extent as an int; a symbolic one (the batch) counts as `unknown`."""
     import tvm
 
+    if isinstance(extent, int):
+        return extent
     return int(extent.value) if isinstance(extent, tvm.tirx.IntImm) else unknown

@@ -189,13 +189,30 @@ def _dtype_bits(block) -> int:
 
 
 def _inline_epilogue(sch, block) -> None:
-    """Fuse the elementwise consumers (bias, activation) into the accumulator's write-back."""
-    changed = True
-    while changed:
-        changed = False
-        for consumer in sch.get_consumers(block):
-            try:
-                sch.reverse_compute_inline(consumer)
-                changed = True
-            except Exception:  # not elementwise over the output (a reduction, a reshape): keep it
-                continue
+    """Fuse the elementwise consumers (bias, activation, residual add) into the accumulator's write-back.
+
+    Intermediate steps are first inlined into their own consumers (GELU reads its input twice),
+    so that one block remains to fold into the write-back.
+    """
+    pending = list(sch.get_consumers(block))
+    seen = set()
+    while pending:
+        consumer = pending.pop()
+        name = sch.get(consumer).name_hint
+        if name in seen:
+            continue
+        seen.add(name)
+        following = list(sch.get_consumers(consumer))
+        try:
+            sch.compute_inline(consumer)
+        except Exception:  # an output block, or not elementwise: it stays
+            pass
+        pending.extend(following)
+    while True:
+        consumers = sch.get_consumers(block)
+        if len(consumers) != 1:
+            return
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:  # not elementwise over the output (a reduction, a reshape): keep it
+            return
