@@ -13,8 +13,9 @@ records a database already holds for the model's kernels against `--trials`, so 
 run continues an interrupted one and a finished one is not tuned again. Records shipped
 under `benchmarks/tuning/<target key>/` are applied when they match.
 
-Each kernel's first record is its default schedule, measured like any candidate, so a tuned
-schedule replaces the default only where it measured faster (MetaSchedule's space for small
+Each kernel's first record is its default schedule (a `toolkit.schedules` rule's, else TVM's
+untuned code), measured like any candidate, so a tuned schedule replaces the default only where
+it measured faster (MetaSchedule's space for small
 pooling and elementwise kernels holds only parallel schedules, slower than serial at batch 1).
 Pure reshapes are not tuned: left alone they become views, no kernel at all. On CPUs the
 tuned kernels may read their weights in a blocked layout, packed once at compile time.
@@ -314,7 +315,8 @@ def _tune(tasks, done: list[int], remaining: int, tvm_target, database, options:
 
 
 def _record_default_schedule(task, tvm_target, builder, runner, database) -> int:
-    """Measure the kernel as TVM compiles it untuned, and keep that as its first record (1 if kept).
+    """Measure the kernel's default schedule (a rule's, else TVM's untuned code), and keep it as its
+    first record (1 if kept).
 
     MetaSchedule's design space for small spatial kernels (pooling, elementwise) holds only
     parallel schedules, whose thread wake-up costs more than the serial default does at small
@@ -324,13 +326,16 @@ def _record_default_schedule(task, tvm_target, builder, runner, database) -> int
     from tvm.s_tir import meta_schedule as ms
 
     workload = task.dispatched[0]
-    schedule = Schedule(workload)
-    # A record needs one instruction in its trace; looking a block up changes nothing.
-    schedule.get_sblock(*DEFAULT_SCHEDULE_BLOCK)
+    schedule = schedules.schedule(workload["main"], tvm_target)
+    if schedule is None:  # no rule matches: TVM's untuned code
+        schedule = Schedule(workload)
+        # A record needs one instruction in its trace; looking a block up changes nothing.
+        schedule.get_sblock(*DEFAULT_SCHEDULE_BLOCK)
     (built,) = builder.build([ms.builder.BuilderInput(schedule.mod, tvm_target)])
     if built.error_msg:
         return 0
-    args_info = ms.arg_info.ArgInfo.from_prim_func(workload["main"])
+    # As MetaSchedule measures candidates: a pre-packed weight is passed in its packed layout.
+    args_info = ms.arg_info.ArgInfo.from_entry_func(schedule.mod, remove_preproc=True)
     (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args_info)])
     result = future.result()
     if result.error_msg:
@@ -347,9 +352,11 @@ def _has_default_record(database, task) -> bool:
 
 
 def is_default_schedule(trace_json) -> bool:
-    """Whether a record's trace (its JSON form) is the default schedule `_record_default_schedule` measures."""
+    """Whether a record's trace (its JSON form) is the default schedule `_record_default_schedule` measures:
+    a schedule rule's (toolkit.schedules), or TVM's untuned code where no rule matches."""
     instructions = trace_json[0]
-    return len(instructions) == 1 and instructions[0][0] == "GetSBlock" and list(instructions[0][2]) == list(DEFAULT_SCHEDULE_BLOCK)
+    untuned = len(instructions) == 1 and instructions[0][0] == "GetSBlock" and list(instructions[0][2]) == list(DEFAULT_SCHEDULE_BLOCK)
+    return untuned or schedules.is_rule_trace(trace_json)
 
 
 def _require_tune_extra(options: TuneOptions) -> None:

@@ -33,14 +33,36 @@ def apply(mod, target=None):
     for gvar, func in mod.functions_items():
         if not isinstance(func, tvm.tirx.PrimFunc) or _is_scheduled(func):
             continue
-        for rule in rules():
-            sch = rule.apply(func, target, False)
-            if sch is not None:
-                updated[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr(RULE_ATTR, rule.name)
-                break
+        sch, name = _first_match(func, target)
+        if sch is not None:
+            updated[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr(RULE_ATTR, name)
     for gvar, func in updated.items():
         mod[gvar] = func
     return mod
+
+
+def schedule(func, target):
+    """The first matching rule's schedule of a PrimFunc, or None; its trace names the rule
+    (an annotation of the root block), so a tuning record holding it is recognisable."""
+    sch, name = _first_match(func, target)
+    if sch is not None:
+        sch.annotate(sch.get_sblock("root"), RULE_ATTR, name)
+    return sch
+
+
+def is_rule_trace(trace_json) -> bool:
+    """Whether a trace (its JSON form) is a rule's schedule, as `schedule` returns it."""
+    return any(inst[0] == "Annotate" and RULE_ATTR in [str(a) for a in inst[2]] for inst in trace_json[0])
+
+
+def _first_match(func, target):
+    if target.kind.name != "llvm":
+        return None, None
+    for rule in rules():
+        sch = rule.apply(func, target, False)
+        if sch is not None:
+            return sch, rule.name
+    return None, None
 
 
 def rule_of(func) -> str | None:

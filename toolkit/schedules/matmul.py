@@ -31,21 +31,18 @@ class Matmul:
             return None
 
     def _schedule(self, sch, func, target) -> bool:
-        from tvm.s_tir.dlight.gpu.matmul import IterKind, auto_inline_producers, detect_iter_traits
+        from tvm.s_tir.dlight.gpu.matmul import IterKind, auto_inline_producers
 
         main = _single_reduction_block(sch)
         if main is None or not _is_multiply_add(sch.get(main)):
             return False
-        traits = detect_iter_traits(sch.get(main))
-        if traits is None:
-            return False
-        kinds = [t.kind for t in traits[3]]
-        if kinds.count(IterKind.kIter_J) != 1 or kinds.count(IterKind.kIter_K) != 1:
+        kinds = _iter_kinds(sch.get(main))
+        if kinds is None or kinds.count(IterKind.kIter_J) != 1 or kinds.count(IterKind.kIter_K) != 1:
             return False
         loops = sch.get_loops(main)
         if len(loops) != len(kinds):
             return False
-        extents = [t.extent for t in traits[3]]
+        extents = [iv.dom.extent for iv in sch.get(main).iter_vars]
         by_kind = {kind: [loop for loop, k in zip(loops, kinds) if k == kind] for kind in IterKind}
         j_extent = extents[kinds.index(IterKind.kIter_J)]
         k_extent = extents[kinds.index(IterKind.kIter_K)]
@@ -56,36 +53,40 @@ class Matmul:
 
         lanes = cpu.vector_lanes(target, _dtype_bits(sch.get(main)))
         mr, nr = _register_tile(target, lanes, cpu.static_extent(j_extent, unknown=0),
-                                [e for e, k in zip(extents, kinds) if k == IterKind.kIter_I][-1])
+                                ([1] + [e for e, k in zip(extents, kinds) if k == IterKind.kIter_I])[-1])
 
         sch.reorder(*by_kind[IterKind.kIter_T], *by_kind[IterKind.kIter_S], *by_kind[IterKind.kIter_I],
                     *by_kind[IterKind.kIter_J], *by_kind[IterKind.kIter_K])
         # Only the innermost I axis is tiled: fusing several (batch x tokens) would make the
         # accumulator's write-back cover rows its tile never computed.
-        *outer_i, i = by_kind[IterKind.kIter_I]
+        # No I axis: a single row (a GEMV at batch 1), tiled along J only.
+        *outer_i, i = by_kind[IterKind.kIter_I] or [None]
         outer = by_kind[IterKind.kIter_T] + by_kind[IterKind.kIter_S] + outer_i
         (j,) = by_kind[IterKind.kIter_J]
         (k,) = by_kind[IterKind.kIter_K]
-        io, ii = sch.split(i, [None, mr])
+        io, ii = sch.split(i, [None, mr]) if i is not None else (None, None)
         jo, ji = sch.split(j, [None, nr])
-        sch.reorder(io, jo, k, ii, ji)
+        rows = [io] if io is not None else []
+        sch.reorder(*rows, jo, k, *([ii] if ii is not None else []), ji)
 
         auto_inline_producers(sch, main)
         _pack_weight(sch, func, main, nr, j_extent)
         work = i_extent * cpu.static_extent(j_extent) * cpu.static_extent(k_extent)
         if cpu.cores(target) > 1 and work >= cpu.PARALLEL_MIN_WORK:
-            jo = sch.fuse(*outer, io, jo)
+            jo = sch.fuse(*outer, *rows, jo)
             sch.parallel(jo)
         acc = sch.cache_write(main, 0, "local")
         _inline_epilogue(sch, acc)
         sch.reverse_compute_at(acc, jo)
-        sch.unroll(ii)
+        if ii is not None:
+            sch.unroll(ii)
         sch.vectorize(ji)
         init = sch.decompose_reduction(main, k)
         for block in (init, acc):
             *_, row, col = sch.get_loops(block)
             sch.vectorize(col)
-            sch.unroll(row)
+            if ii is not None or block == acc:
+                sch.unroll(row)
 
         return True
 
@@ -117,14 +118,13 @@ def _register_tile(target, lanes: int, j_extent: int, i_extent) -> tuple[int, in
 
 def _pack_weight(sch, func, main, nr: int, j_extent) -> None:
     """Re-lay a layout-free B as [..., J/nr, K, nr]; `tune.build` folds the re-layout into the weights."""
-    from tvm.s_tir.dlight.gpu.matmul import IterKind, detect_iter_traits
+    from tvm.s_tir.dlight.gpu.matmul import IterKind
 
     block = sch.get(main)
     b_index = _layout_free_read(func, block)
     if b_index is None or cpu.static_extent(j_extent, unknown=0) % nr:
         return
-    traits = detect_iter_traits(block)
-    kinds = {iv.var: t.kind for iv, t in zip(block.iter_vars, traits[3])}
+    kinds = {iv.var: kind for iv, kind in zip(block.iter_vars, _iter_kinds(block))}
     region = block.reads[b_index].region
     dims = []
     for r in region:
@@ -142,6 +142,51 @@ def _pack_weight(sch, func, main, nr: int, j_extent) -> None:
     rewrite = sch.cache_read(main, b_index, "global")
     sch.annotate(rewrite, "meta_schedule.layout_rewrite_preproc", True)
     sch.transform_layout(main, ("read", b_index), packed)
+
+
+def _iter_kinds(block):
+    """Each block iter's role in C[S, I, J] += A[S, I, K] * B[S, J, K] (dlight's IterKind), or None.
+
+    As dlight's `detect_iter_traits`, except that a kernel without an I axis (one row) matches.
+    """
+    from tvm.s_tir.dlight.gpu.matmul import IterKind
+    from tvm.tirx import IterVar
+
+    if len(block.reads) != 2 or len(block.writes) != 1:
+        return None
+    regions = [block.reads[0].region, block.reads[1].region, block.writes[0].region]
+    if any(not _is_one(r.extent) for region in regions for r in region):
+        return None
+    a, b, c = ({v for r in region for v in _vars_in(r.min)} for region in regions)
+    kinds = []
+    for iv in block.iter_vars:
+        var = iv.var
+        if _is_one(iv.dom.extent):
+            kinds.append(IterKind.kIter_T)
+        elif iv.iter_type == IterVar.DataPar and var in c:
+            if var in a and var in b:
+                kinds.append(IterKind.kIter_S)
+            elif var in a:
+                kinds.append(IterKind.kIter_I)
+            elif var in b:
+                kinds.append(IterKind.kIter_J)
+            else:
+                return None
+        elif iv.iter_type == IterVar.CommReduce and var in a and var in b and var not in c:
+            kinds.append(IterKind.kIter_K)
+        else:
+            return None
+    return kinds
+
+
+def _is_one(expr) -> bool:
+    return cpu.static_extent(expr, unknown=0) == 1
+
+
+def _vars_in(expr) -> set:
+    from tvm.tirx.analysis import undefined_vars
+
+    return set(undefined_vars(expr))
 
 
 def _layout_free_read(func, block) -> int | None:

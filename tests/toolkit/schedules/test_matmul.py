@@ -44,3 +44,10 @@ def test_batch_matmul_of_two_activations_matches(rng):
     model = one_node_model("MatMul", {"q": [3, 7, 9], "k": [3, 9, 13]}, {}, 3)
     assert set(scheduled_rules(model).values()) == {"matmul"}
     assert_matches_onnxruntime(model, [{"q": _x(rng, 3, 7, 9), "k": _x(rng, 3, 9, 13)}])
+
+
+def test_single_row_gemv_matches(rng):
+    # a static batch of 1 (a tuned batch-1 variant): no row axis left, the rule tiles columns only
+    model = one_node_model("Gemm", {"x": [1, 50]}, {"w": _x(rng, 50, 40), "b": _x(rng, 40)}, 2)
+    assert "matmul" in scheduled_rules(model).values()
+    assert_matches_onnxruntime(model, [{"x": _x(rng, 1, 50)}])
