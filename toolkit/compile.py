@@ -13,7 +13,8 @@ from toolkit import optimize
 from toolkit.compare import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.errors import CheckFailed, DltkError
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
-from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, open_artifact, staging, write_manifest
+from toolkit.runtime.artifact import (LIBRARY, SOURCE_ONNX, Artifact, check_replaceable, open_artifact, staging,
+                                     write_manifest)
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import random_feeds
 from toolkit.target import device_of, resolve_target
@@ -46,6 +47,7 @@ def compile_model(
     from toolkit.simplify import simplify
 
     start = time.perf_counter()
+    check_replaceable(output)  # before minutes of work, not after
     model = load_onnx(onnx_path)
     target = resolve_target(target)
     device = device_of(target)

@@ -33,17 +33,20 @@ class Session(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
-def load(path, device: str = "cpu", backend: str | None = None, threads: int = 0) -> Session:
+def load(path, device: str = "cpu", backend: str | None = None, threads: int = 0,
+         expected_sha256: str | None = None) -> Session:
     """Open an ONNX file (ONNX Runtime) or an artifact directory (TVM, or ONNX Runtime on its model.onnx).
 
     An artifact's default backend is the engine `dltk compile` measured fastest on its target
     (manifest "engine"); backend="tvm" always runs the TVM-compiled code.
+    expected_sha256 pins what is loaded: the sha256 of an artifact's manifest.json (which lists
+    every file's sha256; `Artifact.manifest_sha256`), or of an ONNX file. Anything else is refused.
     """
     path = Path(path)
     if not path.exists():
         raise DltkError(f"no such file or directory: {path}", "check the path")
     if path.is_dir():
-        artifact = open_artifact(path)
+        artifact = open_artifact(path, expected_sha256)
         backend = backend or (artifact.manifest.get("engine") or {}).get("chosen", "tvm")
         if backend == "tvm":
             from toolkit.runtime.tvm import TvmSession
@@ -55,6 +58,8 @@ def load(path, device: str = "cpu", backend: str | None = None, threads: int = 0
             return OrtSession(artifact.file(SOURCE_ONNX), device, threads)
     else:
         backend = backend or "ort"
+        if expected_sha256 is not None:
+            _check_pinned_file(path, expected_sha256)
         if backend == "ort":
             from toolkit.runtime.ort import OrtSession
 
@@ -62,6 +67,15 @@ def load(path, device: str = "cpu", backend: str | None = None, threads: int = 0
         if backend == "tvm":
             raise DltkError(f"{path} is an ONNX file, not a compiled artifact", "compile it with 'dltk compile' first")
     raise DltkError(f"unknown backend '{backend}'", "use ort or tvm")
+
+
+def _check_pinned_file(path: Path, expected_sha256: str) -> None:
+    from toolkit.runtime.artifact import sha256_file
+
+    digest = sha256_file(path)
+    if digest != expected_sha256.strip().lower():
+        raise DltkError(f"{path} has sha256 {digest}, not the expected {expected_sha256}",
+                        "this is not the model you pinned; get the right one or pin its new hash")
 
 
 def is_compiled(path) -> bool:

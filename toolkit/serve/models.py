@@ -28,8 +28,8 @@ def model_name(path) -> str:
     path = Path(path)
     if is_artifact(path):
         try:
-            return json.loads((path / MANIFEST).read_text())["model"]
-        except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+            return str(json.loads((path / MANIFEST).read_text())["model"])
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
             pass  # open_artifact will say what is wrong with it
     elif path.is_file():
         import onnx
