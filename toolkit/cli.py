@@ -107,6 +107,15 @@ def _echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
+def _output_file(ctx, param, value):
+    """An output file option, checked before any work: writable, not a directory, not inside an artifact."""
+    from toolkit.files import check_output_file
+
+    if value and value != "-":
+        check_output_file(value, "/".join(param.opts))
+    return value
+
+
 # --- commands -------------------------------------------------------------------------------
 
 
@@ -134,7 +143,7 @@ def models(as_json):
 
 @cli.command()
 @click.argument("name")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Checkpoint to write [default: NAME.pt].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Checkpoint to write [default: NAME.pt].", callback=_output_file)
 @click.option("--epochs", type=int, help="Epochs [default: the model's recipe].")
 @click.option("--optimizer", type=click.Choice(["sgd", "momentum", "adagrad", "adam"]), help="[default: the recipe's]")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -152,7 +161,7 @@ def train(name, output, epochs, optimizer, seed):
 
 @cli.command()
 @click.argument("source", metavar="NAME|CKPT")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.", callback=_output_file)
 @click.option("--opset", type=int, default=18, show_default=True)
 @click.option("--batch", type=int, help="Fix the batch size [default: a dynamic batch axis].")
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Parity tolerance, absolute.")
@@ -296,7 +305,7 @@ def compile(model, output, target, tune_now, trials, time_budget, db, tune_batch
 @click.option("--backend", type=click.Choice(["ort", "tvm"]), help="[default: tvm for artifacts, ort for ONNX]")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="An input from a .npy file; random when absent.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the outputs to an .npz file.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the outputs to an .npz file.", callback=_output_file)
 @click.option("--json", "as_json", is_flag=True, help="Print the outputs as JSON.")
 @verbose_option
 def run(path, backend, device, inputs, output, as_json):
@@ -330,7 +339,7 @@ def run(path, backend, device, inputs, output, as_json):
 @click.option("--top-k", type=click.IntRange(min=1), help="Sample among the k likeliest characters only (gpt).")
 @click.option("-n", "--count", type=click.IntRange(min=1), help="Samples, run as one batch [default: 1 text, 16 images].")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="PNG grid to write (vae, gan, diffusion).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="PNG grid to write (vae, gan, diffusion).", callback=_output_file)
 @click.option("--backend", type=click.Choice(["ort", "tvm"]), help="[default: tvm for artifacts, ort for ONNX]")
 @verbose_option
 def generate(path, prompt, length, temperature, top_k, count, seed, output, backend):
@@ -392,9 +401,9 @@ def _threads_list(ctx, param, value):
 @click.option("--min-seconds", type=float, default=1.0, show_default=True, help="Seconds per run, at least.")
 @click.option("--max-seconds", type=float, default=60.0, show_default=True, help="Seconds per run, at most.")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Runs of each measurement, for a confidence interval.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON ('-' for stdout).")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write results as CSV.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG: latency against batch, and its distribution.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON ('-' for stdout).", callback=_output_file)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write results as CSV.", callback=_output_file)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG: latency against batch, and its distribution.", callback=_output_file)
 @click.option("--rpc-tracker", metavar="HOST:PORT", help="Run ARTIFACT on a remote device through a TVM RPC tracker, timed there.")
 @click.option("--rpc-key", help="The device key registered with the RPC tracker.")
 @verbose_option
@@ -507,7 +516,7 @@ def _layer_lines(result) -> list[str]:
 @cli.command()
 @click.argument("models", nargs=-1, required=True, metavar="[NAME=]MODEL.onnx|ARTIFACT...")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for every interface).")
-@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on (0: a free one).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on (0: a free one).")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Rows per dynamic batch (1: no batching).")
 @click.option("--max-delay-ms", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Longest wait for a batch to fill.")
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True, help="Larger requests get 413.")
@@ -579,7 +588,7 @@ def deploy_triton(model, output, name, max_batch_size, max_delay_us, instances, 
 @click.option("--name", help="Model name [default: the model's own].")
 @click.option("--cpu", default="1", show_default=True)
 @click.option("--memory", default="1Gi", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="YAML file to write [default: stdout].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="YAML file to write [default: stdout].", callback=_output_file)
 @verbose_option
 def deploy_kserve(model, storage_uri, image, name, cpu, memory, output):
     """Write a KServe InferenceService (v2 protocol) for a model."""

@@ -16,7 +16,7 @@ import torch
 
 from toolkit.compare import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.errors import CheckFailed, DltkError
-from toolkit.files import write_atomically
+from toolkit.files import check_output_file, write_atomically
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import TensorSpec
 from toolkit.train import LoadedModel, load_model
@@ -53,6 +53,7 @@ def export_model(
     """
     if batch is not None and batch < 1:
         raise DltkError(f"--batch must be at least 1, got {batch}")
+    check_output_file(output)
     loaded = load_model(source)
     sample = loaded.spec.sample(batch or PARITY_SAMPLES)
     proto = to_onnx(loaded, sample, opset, dynamic=batch is None)

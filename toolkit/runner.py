@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
 from toolkit.errors import DltkError
+from toolkit.files import open_atomically
 from toolkit.runtime.spec import TensorSpec, random_feeds
 
 
@@ -32,8 +30,5 @@ def read_feeds(specs: list[TensorSpec], assignments: tuple[str, ...]) -> dict[st
 
 
 def save_outputs(path, outputs: dict[str, np.ndarray]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **outputs)
-    os.replace(tmp, path)
+    with open_atomically(path) as f:
+        np.savez(f, **outputs)
