@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import DltkError
+from toolkit.nan import propagate_nan
 
 DEFAULT_BATCHES = (1, 8)
 TRIALS_PER_ROUND = 16  # candidates measured per kernel per round, as MetaSchedule's default batch
@@ -208,6 +209,7 @@ def build(prepared: Prepared, target: dict):
             mod = dl.ApplyDefaultSchedule(
                 dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
             )(mod)
+        mod = propagate_nan(mod)  # after the records matched: it changes the kernels' TIR
         backend = _backend_pipeline(tvm_target)
         lower = backend.dataflow_lower_passes(tvm_target) + backend.finalize_passes(tvm_target)
         return tvm.transform.Sequential(lower)(mod)
