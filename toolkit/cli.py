@@ -7,8 +7,10 @@ Errors print as one line, `error: <what> (<how to fix>)`; -v adds debug logs and
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
+import re
 import shutil
 import sys
 import time
@@ -79,17 +81,30 @@ class DltkGroup(click.Group):
         except DltkError as e:
             if _verbose:
                 traceback.print_exc()
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {_without_unsafe_advice(str(e))}", err=True)
             code = e.exit_code
         except Exception as e:  # a bug in dltk or a library under it
             if _verbose:
                 traceback.print_exc()
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            click.echo(f"error: {type(e).__name__}: {first} (rerun with -v for the traceback)", err=True)
+            click.echo(f"error: {type(e).__name__}: {_without_unsafe_advice(first)} (rerun with -v for the traceback)", err=True)
             code = 1
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+# Libraries suggest turning their safe loaders off (numpy's allow_pickle, torch's weights_only=False),
+# which would let a hostile file run code: such advice never reaches a user.
+_UNSAFE_ADVICE = ("allow_pickle", "weights_only")
+
+
+def _without_unsafe_advice(message: str) -> str:
+    if not any(word in message for word in _UNSAFE_ADVICE):
+        return message
+    sentences = re.split(r"(?<=[.;])\s+", message)
+    kept = list(itertools.takewhile(lambda s: not any(word in s for word in _UNSAFE_ADVICE), sentences))
+    return " ".join(kept + ["The file holds Python objects, which dltk does not load (give a file of plain arrays or tensors)"])
 
 
 @click.group(cls=DltkGroup, context_settings={"help_option_names": ["-h", "--help"]})

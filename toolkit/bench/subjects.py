@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -113,7 +114,15 @@ def use_threads(backend: str, threads: int | None) -> None:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DLTK_CACHE_DIR") or Path.home() / ".cache" / "dltk")
+    """DLTK_CACHE_DIR (default ~/.cache/dltk), made if missing; refused early when it cannot be written."""
+    path = Path(os.environ.get("DLTK_CACHE_DIR") or Path.home() / ".cache" / "dltk")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise DltkError(f"the dltk cache {path} is not a writable directory ({e.strerror})",
+                        "set DLTK_CACHE_DIR to a writable directory") from None
+    return path
 
 
 def open_subject(

@@ -23,6 +23,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +99,9 @@ def open_artifact(path, expected_sha256: str | None = None) -> Artifact:
         manifest = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise DltkError(f"{path / MANIFEST} is not valid JSON: {e}", _RECOMPILE) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or "format" not in manifest:
+        raise DltkError(f"{path} is not a dltk artifact: its {MANIFEST} has no dltk 'format'", "compile one with 'dltk compile'")
+    if manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise DltkError(f"{path} has format {found!r}, this dltk reads {FORMAT!r}", "recompile it with this dltk")
     _check_manifest(path, manifest)
@@ -273,13 +276,18 @@ def _is_stale(directory: Path) -> bool:
         os.close(fd)
 
 
+STALE_AFTER_S = 60  # a staging directory younger than this may belong to a run that has not locked it yet
+
+
 def _clean_debris(destination: Path, replaceable) -> None:
     old = destination.with_name(f".{destination.name}.old")
     if not destination.exists() and old.is_dir() and not old.is_symlink() and replaceable(old):
-        os.rename(old, destination)  # a run without an atomic exchange died between its two renames
+        with contextlib.suppress(OSError):  # another run may have put it back first
+            os.rename(old, destination)  # a run without an atomic exchange died between its two renames
     debris = re.compile(re.escape(f".{destination.name}.") + r"([a-z0-9_]{8}|old)")
     for entry in destination.parent.iterdir():
-        if debris.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink() and _is_stale(entry):
+        if (debris.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink()
+                and time.time() - entry.stat().st_mtime > STALE_AFTER_S and _is_stale(entry)):
             shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from toolkit.errors import DltkError
-from toolkit.runtime.spec import TensorSpec, validate_feeds
+from toolkit.runtime.spec import TensorSpec, check_input_dims, validate_feeds
 
 # ONNX Runtime's type strings, e.g. "tensor(float)", as numpy dtype names.
 _ORT_DTYPES = {
@@ -85,7 +85,8 @@ class OrtSession:
             raise DltkError(f"ONNX Runtime cannot load {where}: {_first_line(e)}") from e
         self.device = device
         self.providers = self._session.get_providers()
-        self.inputs = [_spec(i) for i in self._session.get_inputs()]
+        self.inputs = check_input_dims([_spec(i) for i in self._session.get_inputs()],
+                                       model if isinstance(model, str) else "the model")
         self.outputs = [_spec(o) for o in self._session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
 
