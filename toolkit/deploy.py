@@ -122,6 +122,10 @@ TRITON_MARK = "# written by dltk deploy triton; rewritten by each deploy of this
 
 
 def _check_triton_destination(destination: Path) -> None:
+    inside = next((p for p in destination.absolute().parents if is_artifact(p)), None)
+    if inside is not None:
+        raise DltkError(f"{destination} is inside the compiled artifact {inside}, which must not change",
+                        "give -o a model repository outside it")
     config = destination / "config.pbtxt"
     if destination.exists() and not destination.is_dir():
         raise DltkError(f"{destination} exists and is not a Triton model directory", "give another --name or -o")

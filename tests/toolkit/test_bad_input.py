@@ -134,6 +134,7 @@ CASES = (
     + [["bench", c("traversal.tvm"), *FAST_BENCH]]  # bench takes seconds to start: one case
     + [["compare", c(m), "--backend", "ort,ort"] for m in ["text.onnx", "dim0.onnx", "no-sha.tvm"]]
     + [["deploy", "triton", c(m), "-o", "repo"] for m in ["text.onnx", "list.tvm", "no-files.tvm", "traversal.tvm", "webapp"]]
+    + [["deploy", "triton", GOOD, "-o", "."]]
     + [["deploy", "kserve", c(m), "--storage-uri", "s3://x"] for m in ["text.onnx", "no-sha.tvm"]]
     + [["generate", c(m)] for m in ["text.onnx", "files-string.tvm"]]
     + [["serve", c(m), "--port", "0"] for m in ["text.onnx", "symlink-so.tvm", "list.tvm"]] + [["serve", GOOD, "--port", "99999"]]
