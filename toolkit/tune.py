@@ -30,21 +30,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit import paths
 from toolkit.errors import DltkError
+from toolkit.rpc import RpcTarget, rpc_target
 
 DEFAULT_BATCHES = (1, 8)
 TRIALS_PER_ROUND = 16  # candidates measured per kernel per round, as MetaSchedule's default batch
 DEFAULT_SCHEDULE_BLOCK = ("root", "main")  # the default schedule's record looks this block up, nothing more
-SHIPPED = Path(__file__).resolve().parents[1] / "benchmarks" / "tuning"
-
-
-@dataclass(frozen=True)
-class RpcTarget:
-    """A device measured through TVM's RPC tracker, as tvmc's --rpc-tracker/--rpc-key."""
-
-    host: str
-    port: int
-    key: str
 
 
 @dataclass(frozen=True)
@@ -78,12 +70,6 @@ def target_key(target: dict) -> str:
     return f"{target['kind']}-{target.get('mcpu', 'generic')}-{target.get('num-cores', 0)}c"
 
 
-def default_db_root() -> Path:
-    from toolkit.bench import cache_dir  # noqa: PLC0415 (the cache path is bench's; no other import)
-
-    return cache_dir() / "tuning"
-
-
 def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions, log=lambda line: None) -> Prepared:
     """Add static variants, fuse, tune as asked, and keep the variants the records cover."""
     import tvm
@@ -111,7 +97,7 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
     # what an earlier `--tune` without --db recorded.
     has_records = (user_dir / "database_workload.json").is_file()
     user_db = _open_db(user_dir) if (options.trials or options.db or has_records) else None
-    shipped_dir = SHIPPED / key
+    shipped_dir = paths.SHIPPED_RECORDS / key
     use_shipped = options.shipped and (shipped_dir / "database_workload.json").is_file()
     shipped_db = _open_db(shipped_dir) if use_shipped else None
     databases = [d for d in (user_db, shipped_db) if d is not None]
@@ -142,7 +128,7 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
         manifest = {
             "target_key": key,
             "database": str(user_dir) if user_db is not None else None,
-            "shipped_records": str(shipped_dir.relative_to(SHIPPED.parent.parent)) if shipped_db is not None else None,
+            "shipped_records": str(shipped_dir.relative_to(paths.SHIPPED_RECORDS.parent.parent)) if shipped_db is not None else None,
             "static_batches": sorted(kept),
             "kernels": len(tasks),
             "kernels_with_records": len(covered),
@@ -150,13 +136,13 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
             "trials_run": trials_run,
             "tuning_seconds": round(seconds, 1),
             "cost_model": options.cost_model if trials_run else None,
-            "measured_on": f"rpc {options.rpc.key}@{options.rpc.host}:{options.rpc.port}" if options.rpc else "local",
+            "measured_on": str(options.rpc) if options.rpc else "local",
         }
     return Prepared(module, database, kept, manifest)
 
 
 def user_db_path(options: TuneOptions, target: dict) -> Path:
-    return (options.db or default_db_root()) / target_key(target)
+    return (options.db or paths.tuning_db_root()) / target_key(target)
 
 
 def fuse(module, tvm_target):
@@ -546,14 +532,3 @@ def tune_options(trials: int, time_budget: str | None, db, batches, rpc_tracker:
         rpc=rpc,
         shipped=shipped,
     )
-
-
-def rpc_target(tracker: str | None, key: str | None) -> RpcTarget | None:
-    """`--rpc-tracker HOST:PORT --rpc-key KEY` as an RpcTarget; None when neither is given."""
-    if not tracker and not key:
-        return None
-    host, sep, port = (tracker or "").rpartition(":")
-    if not (tracker and key and sep and host and port.isdigit()):
-        raise DltkError("remote measurement needs both --rpc-tracker HOST:PORT and --rpc-key KEY",
-                        "e.g. --rpc-tracker 127.0.0.1:9190 --rpc-key board")
-    return RpcTarget(host, int(port), key)

@@ -9,7 +9,8 @@ import pytest
 from toolkit import runtime
 from toolkit.compile import compile_model
 from toolkit.errors import DltkError
-from toolkit.tune import SHIPPED, TuneOptions, is_default_schedule, parse_duration, target_key, tune_options
+from toolkit.paths import SHIPPED_RECORDS
+from toolkit.tune import TuneOptions, is_default_schedule, parse_duration, target_key, tune_options
 
 # Random samples of the design space and no cost model: the cheapest search that still
 # builds, runs and records real candidates. Shipped records off: these tests start from nothing.
@@ -75,7 +76,7 @@ def test_shipped_records_apply_when_the_target_matches(mlp_onnx, tmp_path):
     from toolkit.target import host_cpu
 
     key = target_key(host_cpu())
-    if not (SHIPPED / key / "database_workload.json").is_file():
+    if not (SHIPPED_RECORDS / key / "database_workload.json").is_file():
         pytest.skip(f"no records shipped for this host's target {key}")
     artifact = compile_model(mlp_onnx, tmp_path / "m.tvm", tuning=TuneOptions(db=tmp_path / "empty"),
                              choose_engine=False).artifact
