@@ -240,7 +240,7 @@ def _compiled(onnx_path: Path, device: str, log) -> Path:
     """The artifact for this ONNX file and device, compiled once and cached by content."""
     from toolkit.compile import compile_model
     import toolkit
-    from toolkit.tune import SHIPPED
+    from toolkit.records import SHIPPED
 
     digest = hashlib.sha256(onnx_path.read_bytes())
     # New shipped tuning records (or a new dltk) make a different artifact from the same model.

@@ -54,7 +54,7 @@ def test_compiled_artifacts_are_cached_by_model_and_shipped_records(lenet_onnx, 
         (artifact / "manifest.json").write_text("{}")
 
     monkeypatch.setattr(toolkit.compile, "compile_model", fake_compile)
-    monkeypatch.setattr("toolkit.tune.SHIPPED", tmp_path / "tuning")
+    monkeypatch.setattr("toolkit.records.SHIPPED", tmp_path / "tuning")
     (tmp_path / "tuning" / "llvm-x-2c").mkdir(parents=True)
     first = subjects._compiled(lenet_onnx, "cpu", log=print)
     assert subjects._compiled(lenet_onnx, "cpu", log=print) == first and len(compiles) == 1
