@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tvm.s_tir import meta_schedule as ms
 
-from toolkit.records import SHIPPED, write_target
+from toolkit.paths import SHIPPED_RECORDS
+from toolkit.records import write_target
 
 
 def json_db(directory: Path):
@@ -30,7 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("database", type=Path, help="a tuning database directory, DB/<target key>")
     args = parser.parse_args()
-    destination = SHIPPED / args.database.name
+    destination = SHIPPED_RECORDS / args.database.name
     destination.mkdir(parents=True, exist_ok=True)
     for name in ("database_workload.json", "database_tuning_record.json"):
         (destination / name).unlink(missing_ok=True)  # rewritten whole from the source database

@@ -20,11 +20,10 @@ from toolkit import bench
 from toolkit.compile import compile_model
 from toolkit.export import export_model
 from toolkit.profile import profile_artifact
-from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.artifact import open_artifact
+from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.tvm import TvmSession
 from toolkit.tune import TuneOptions
-
 
 PROFILE_RUNS = 20
 TOP_KERNELS = 4  # per model and batch in the "where the time goes" table

@@ -10,9 +10,9 @@ from pathlib import Path
 import onnx
 
 from toolkit import optimize
-from toolkit.compare import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.errors import CheckFailed, DltkError
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
+from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, open_artifact, staging, write_manifest
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import random_feeds

@@ -10,6 +10,7 @@ This is a safety net: `dltk bench --backend tvm` always measures the TVM code it
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def measure_engines(sessions: dict, batches: list[int], log=lambda line: None) -
         feeds = random_feeds(specs, _batch_dims(specs, batch))
         for _ in range(ROUNDS):
             for name, session in sessions.items():
-                latencies[name][batch] += measure(lambda: session.run(feeds), BUDGET)
+                latencies[name][batch] += measure(functools.partial(session.run, feeds), BUDGET)
     p50 = {name: {str(b): float(np.median(v)) for b, v in per_batch.items()} for name, per_batch in latencies.items()}
     score = {name: math.exp(np.mean([math.log(ms) for ms in per_batch.values()])) for name, per_batch in p50.items()}
     chosen = min(score, key=score.get)

@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 import torch
 
-from toolkit.compare import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.errors import CheckFailed, DltkError
 from toolkit.files import write_atomically
+from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import TensorSpec
 from toolkit.train import LoadedModel, load_model

@@ -16,7 +16,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-SHIPPED = Path(__file__).resolve().parents[1] / "benchmarks" / "tuning"
+from toolkit import paths
+
 TARGET_FILE = "target.json"  # the target a shipped directory's records were tuned on
 
 # Instruction-set levels per architecture, lowest first: code for a level runs on every higher one.
@@ -68,7 +69,7 @@ def family_key(target: dict) -> str:
 def shipped_for(target: dict, root: Path | None = None) -> list[ShippedRecords]:
     """The shipped record sets this target may use, best first: its exact key, then the same
     family (another CPU with the same instructions), then lower levels of its architecture."""
-    root = root or SHIPPED
+    root = root or paths.SHIPPED_RECORDS
     key = target_key(target)
     exact = root / key
     found = [ShippedRecords(exact, key, family_key(target), True)] if _has_records(exact) else []

@@ -30,21 +30,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit import paths
 from toolkit.errors import DltkError
-from toolkit.records import SHIPPED, ShippedRecords, shipped_for, target_key
+from toolkit.records import ShippedRecords, shipped_for, target_key
+from toolkit.rpc import RpcTarget, rpc_target
 
 DEFAULT_BATCHES = (1, 8)
 TRIALS_PER_ROUND = 16  # candidates measured per kernel per round, as MetaSchedule's default batch
 DEFAULT_SCHEDULE_BLOCK = ("root", "main")  # the default schedule's record looks this block up, nothing more
-
-
-@dataclass(frozen=True)
-class RpcTarget:
-    """A device measured through TVM's RPC tracker, as tvmc's --rpc-tracker/--rpc-key."""
-
-    host: str
-    port: int
-    key: str
 
 
 @dataclass(frozen=True)
@@ -71,10 +64,6 @@ class Prepared:
     manifest: dict | None = None  # what the artifact's manifest records under "tuning"
 
 
-def default_db_root() -> Path:
-    from toolkit.bench import cache_dir  # noqa: PLC0415 (the cache path is bench's; no other import)
-
-    return cache_dir() / "tuning"
 
 
 def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions, log=lambda line: None) -> Prepared:
@@ -147,13 +136,13 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
             "trials_run": trials_run,
             "tuning_seconds": round(seconds, 1),
             "cost_model": options.cost_model if trials_run else None,
-            "measured_on": f"rpc {options.rpc.key}@{options.rpc.host}:{options.rpc.port}" if options.rpc else "local",
+            "measured_on": str(options.rpc) if options.rpc else "local",
         }
     return Prepared(module, database, kept, manifest)
 
 
 def user_db_path(options: TuneOptions, target: dict) -> Path:
-    return (options.db or default_db_root()) / target_key(target)
+    return (options.db or paths.tuning_db_root()) / target_key(target)
 
 
 def fuse(module, tvm_target):
@@ -387,7 +376,7 @@ def _shutdown(runner) -> None:
 
 
 def _shipped_name(shipped: ShippedRecords) -> str:
-    return str(shipped.directory.relative_to(SHIPPED.parent.parent))
+    return str(shipped.directory.relative_to(paths.SHIPPED_RECORDS.parent.parent))
 
 
 def _has_default_record(database, task) -> bool:
@@ -613,14 +602,3 @@ def tune_options(trials: int, time_budget: str | None, db, batches, rpc_tracker:
         rpc=rpc,
         shipped=shipped,
     )
-
-
-def rpc_target(tracker: str | None, key: str | None) -> RpcTarget | None:
-    """`--rpc-tracker HOST:PORT --rpc-key KEY` as an RpcTarget; None when neither is given."""
-    if not tracker and not key:
-        return None
-    host, sep, port = (tracker or "").rpartition(":")
-    if not (tracker and key and sep and host and port.isdigit()):
-        raise DltkError("remote measurement needs both --rpc-tracker HOST:PORT and --rpc-key KEY",
-                        "e.g. --rpc-tracker 127.0.0.1:9190 --rpc-key board")
-    return RpcTarget(host, int(port), key)

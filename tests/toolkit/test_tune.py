@@ -9,7 +9,8 @@ import pytest
 from toolkit import runtime
 from toolkit.compile import compile_model
 from toolkit.errors import DltkError
-from toolkit.records import SHIPPED, target_key
+from toolkit.paths import SHIPPED_RECORDS
+from toolkit.records import target_key
 from toolkit.tune import TuneOptions, is_default_schedule, parse_duration, tune_options
 
 # Random samples of the design space and no cost model: the cheapest search that still
@@ -76,7 +77,7 @@ def test_shipped_records_apply_when_the_target_matches(mlp_onnx, tmp_path):
     from toolkit.target import host_cpu
 
     key = target_key(host_cpu())
-    if not (SHIPPED / key / "database_workload.json").is_file():
+    if not (SHIPPED_RECORDS / key / "database_workload.json").is_file():
         pytest.skip(f"no records shipped for this host's target {key}")
     artifact = compile_model(mlp_onnx, tmp_path / "m.tvm", tuning=TuneOptions(db=tmp_path / "empty"),
                              choose_engine=False).artifact
@@ -166,7 +167,7 @@ def test_records_of_a_compatible_cpu_are_measured_here_before_they_apply(mlp_onn
     shipped = tmp_path / "shipped" / target_key(foreign)
     shutil.copytree(tmp_path / "there" / target_key(host), shipped, ignore=shutil.ignore_patterns("logs"))
     records.write_target(shipped, foreign)
-    monkeypatch.setattr(records, "SHIPPED", tmp_path / "shipped")
+    monkeypatch.setattr("toolkit.paths.SHIPPED_RECORDS", tmp_path / "shipped")
 
     local = TuneOptions(db=tmp_path / "local", batches=(1,))
     artifact = compile_model(mlp_onnx, tmp_path / "m.tvm", tuning=local, choose_engine=False).artifact
