@@ -1,4 +1,4 @@
-"""Ship the best record per kernel of a tuning database under benchmarks/tuning/<target key>/.
+"""Ship the best record per kernel of a tuning database under toolkit/shipped_records/<target key>/ (package data).
 
     PYTHONPATH=. python benchmarks/ship_records.py ~/.cache/dltk/tuning/llvm-znver3-2c
 

@@ -11,7 +11,7 @@ Records live in a MetaSchedule JSON database, one directory per target (`DB/<tar
 because MetaSchedule matches records by workload alone, not by target. Tuning counts the
 records a database already holds for the model's kernels against `--trials`, so a second
 run continues an interrupted one and a finished one is not tuned again. Records shipped
-under `benchmarks/tuning/<target key>/` are applied when they match.
+under `toolkit/shipped_records/<target key>/` are applied when they match (toolkit/records.py).
 
 Each kernel's first record is its default schedule, measured like any candidate, so a tuned
 schedule replaces the default only where it measured faster (MetaSchedule's space for small
@@ -51,7 +51,7 @@ class TuneOptions:
     # random samples of the design space, much cheaper per batch, for smoke tests.
     strategy: str = "evolutionary"
     rpc: RpcTarget | None = None
-    shipped: bool = True  # apply the records shipped under benchmarks/tuning/ when they match
+    shipped: bool = True  # apply the records shipped under toolkit/shipped_records/ when they match
 
 
 @dataclass
@@ -127,7 +127,7 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
         manifest = {
             "target_key": key,
             "database": str(user_dir) if user_db is not None else None,
-            "shipped_records": _shipped_name(exact_shipped) if shipped_db is not None else None,
+            "shipped_records": exact_shipped.key if shipped_db is not None else None,
             "foreign_records": foreign_report,
             "static_batches": sorted(kept),
             "kernels": len(tasks),
@@ -373,10 +373,6 @@ def _shutdown(runner) -> None:
     pool = getattr(runner, "pool", None)
     if pool is not None:
         pool.shutdown()
-
-
-def _shipped_name(shipped: ShippedRecords) -> str:
-    return str(shipped.directory.relative_to(paths.SHIPPED_RECORDS.parent.parent))
 
 
 def _has_default_record(database, task) -> bool:
