@@ -18,9 +18,9 @@ PACKAGE = ROOT / "toolkit"
 LAYERS = [
     ("base", ["toolkit", "toolkit.errors", "toolkit.files", "toolkit.versions", "toolkit.timing", "toolkit.paths",
               "toolkit.rpc"]),
-    ("formats and runtime", ["toolkit.onnx_file", "toolkit.parity", "toolkit.runtime", "toolkit.target"]),
-    ("stages", ["toolkit.train", "toolkit.export", "toolkit.simplify", "toolkit.optimize", "toolkit.schedules",
-                "toolkit.tune", "toolkit.quantize", "toolkit.engine", "toolkit.compile"]),
+    ("formats and runtime", ["toolkit.onnx_file", "toolkit.parity", "toolkit.reference", "toolkit.runtime", "toolkit.target"]),
+    ("stages", ["toolkit.train", "toolkit.export", "toolkit.simplify", "toolkit.optimize", "toolkit.tvm_support",
+                "toolkit.schedules", "toolkit.records", "toolkit.tune", "toolkit.quantize", "toolkit.engine", "toolkit.compile"]),
     ("model sources", ["toolkit.sources"]),
     ("tools", ["toolkit.bench", "toolkit.compare", "toolkit.inspect", "toolkit.profile", "toolkit.generate",
                "toolkit.serve", "toolkit.deploy", "toolkit.loadtest", "toolkit.runner"]),

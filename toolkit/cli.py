@@ -272,7 +272,7 @@ def _engine_line(engine: dict | None) -> str:
               help="Batch sizes that get tuned static variants (dynamic-batch models).")
 @click.option("--rpc-tracker", metavar="HOST:PORT", help="Measure tuning candidates on a remote device through a TVM RPC tracker.")
 @click.option("--rpc-key", help="The device key registered with the RPC tracker.")
-@click.option("--no-shipped-records", is_flag=True, help="Do not apply the tuning records shipped with dltk (benchmarks/tuning/).")
+@click.option("--no-shipped-records", is_flag=True, help="Do not apply the tuning records shipped with dltk (toolkit/shipped_records/).")
 @click.option("--no-engine-choice", is_flag=True, help="Do not measure ONNX Runtime against TVM; the artifact runs TVM.")
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Verification tolerance, absolute.")
 @click.option("--rtol", type=float, default=1e-3, show_default=True, help="Verification tolerance, relative.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SHIPPED_RECORDS = Path(__file__).resolve().parents[1] / "benchmarks" / "tuning"
+SHIPPED_RECORDS = Path(__file__).resolve().parent / "shipped_records"  # package data: installed with dltk
 
 
 def cache_dir() -> Path:
