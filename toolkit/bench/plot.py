@@ -5,7 +5,6 @@ Needs the `plot` extra (matplotlib); drawn with the Agg backend, so no display i
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from toolkit.bench.runner import BenchRun

@@ -12,13 +12,13 @@ is loaded with the tvm backend.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from toolkit.errors import DltkError
-from toolkit.runtime.artifact import SOURCE_ONNX, Artifact, is_artifact, open_artifact
+from toolkit.runtime.artifact import SOURCE_ONNX, Artifact, open_artifact, sha256_file
+from toolkit.runtime.model_source import ARTIFACT, ONNX, ModelSource
 from toolkit.runtime.spec import TensorSpec, random_feeds, validate_feeds
 
 __all__ = ["Session", "TensorSpec", "load", "random_feeds", "validate_feeds", "Artifact", "open_artifact"]
@@ -42,10 +42,12 @@ def load(path, device: str = "cpu", backend: str | None = None, threads: int = 0
     expected_sha256 pins what is loaded: the sha256 of an artifact's manifest.json (which lists
     every file's sha256; `Artifact.manifest_sha256`), or of an ONNX file. Anything else is refused.
     """
-    path = Path(path)
+    source = ModelSource.of(path)
+    path = source.path
     if not path.exists():
         raise DltkError(f"no such file or directory: {path}", "check the path")
-    if path.is_dir():
+    source.require(ARTIFACT, ONNX, fix="export it to ONNX with 'dltk export' first")
+    if source.kind == ARTIFACT:
         artifact = open_artifact(path, expected_sha256)
         backend = backend or (artifact.manifest.get("engine") or {}).get("chosen", "tvm")
         if backend == "tvm":
@@ -69,14 +71,8 @@ def load(path, device: str = "cpu", backend: str | None = None, threads: int = 0
     raise DltkError(f"unknown backend '{backend}'", "use ort or tvm")
 
 
-def _check_pinned_file(path: Path, expected_sha256: str) -> None:
-    from toolkit.runtime.artifact import sha256_file
-
+def _check_pinned_file(path, expected_sha256: str) -> None:
     digest = sha256_file(path)
     if digest != expected_sha256.strip().lower():
         raise DltkError(f"{path} has sha256 {digest}, not the expected {expected_sha256}",
                         "this is not the model you pinned; get the right one or pin its new hash")
-
-
-def is_compiled(path) -> bool:
-    return Path(path).is_dir() and is_artifact(path)

@@ -3,7 +3,6 @@ import pytest
 
 from toolkit.bench import OrtOptions, open_subject
 from toolkit.errors import DltkError
-from toolkit.runtime.artifact import staging, write_manifest
 
 
 def test_zoo_model_runs_every_backend_on_the_same_weights_and_real_data(lenet_checkpoint):
@@ -29,42 +28,3 @@ def test_an_unavailable_provider_is_a_usage_error(lenet_onnx):
     subject = open_subject(str(lenet_onnx), ["ort"], ort_options=OrtOptions(providers=("TensorrtExecutionProvider",)))
     with pytest.raises(DltkError, match="no TensorrtExecutionProvider"):
         subject.session("ort")
-
-
-def test_torch_backends_need_a_zoo_model(lenet_onnx):
-    with pytest.raises(DltkError, match="torch backend needs a zoo model"):
-        open_subject(str(lenet_onnx), ["torch", "ort"])
-    with pytest.raises(DltkError, match="torch.compile backend needs a zoo model"):
-        open_subject(str(lenet_onnx), ["torch.compile"])
-
-
-def test_unknown_backend_is_a_usage_error():
-    with pytest.raises(DltkError, match="unknown backend 'tensorrt'"):
-        open_subject("lenet", ["tensorrt"])
-
-
-def test_compiled_artifacts_are_cached_by_model_and_shipped_records(lenet_onnx, tmp_path, monkeypatch):
-    import toolkit.compile
-    from toolkit.bench import subjects
-
-    compiles = []
-
-    def fake_compile(onnx_path, artifact, target, log):  # records the call, writes a stand-in artifact
-        compiles.append(artifact)
-        with staging(artifact) as tmp:
-            (tmp / "model.so").write_bytes(b"library")
-            write_manifest(tmp, {"model": "lenet", "inputs": [], "outputs": [], "device": "cpu"})
-
-    monkeypatch.setattr(toolkit.compile, "compile_model", fake_compile)
-    monkeypatch.setattr("toolkit.tune.SHIPPED", tmp_path / "tuning")
-    (tmp_path / "tuning" / "llvm-x-2c").mkdir(parents=True)
-    first = subjects._compiled(lenet_onnx, "cpu", log=print)
-    assert subjects._compiled(lenet_onnx, "cpu", log=print) == first and len(compiles) == 1
-    (tmp_path / "tuning" / "llvm-x-2c" / "database_tuning_record.json").write_text("[0, []]\n")  # new records
-    assert subjects._compiled(lenet_onnx, "cpu", log=print) != first and len(compiles) == 2
-    lines = []
-    with open(compiles[-1] / "model.so", "ab") as f:  # a damaged cache entry
-        f.write(b"\0")
-    assert subjects._compiled(lenet_onnx, "cpu", log=lines.append) == compiles[-1] and len(compiles) == 3
-    assert any("rebuilding the damaged cache entry" in line and str(compiles[-1]) in line for line in lines)
-    assert subjects._compiled(lenet_onnx, "cpu", log=print) == compiles[-1] and len(compiles) == 3  # whole again

@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-
 import pytest
 
 from toolkit.errors import DltkError
@@ -47,7 +46,6 @@ def test_missing_file_is_refused(tmp_path):
 
 import hashlib  # noqa: E402
 import os  # noqa: E402
-import threading  # noqa: E402
 
 from toolkit.runtime import artifact as artifact_module  # noqa: E402
 from toolkit.runtime.artifact import check_replaceable, is_artifact  # noqa: E402
@@ -118,7 +116,7 @@ def _stage_after_barrier(target, payload: bytes, barrier, results) -> None:
         results.put("ok")
     except DltkError as e:
         results.put(f"DltkError: {e}")
-    except BaseException as e:  # noqa: BLE001 - reported to the test
+    except BaseException as e:
         results.put(f"{type(e).__name__}: {e}")
 
 

@@ -7,11 +7,10 @@ import httpx
 import numpy as np
 import pytest
 
-from toolkit import runtime
-from toolkit.serve import BackgroundServer, BatchPolicy, build_app
-
 from tests.toolkit.serve.conftest import MAX_BODY_BYTES
 from tests.toolkit.serve.helpers import output_array, v2_request
+from toolkit import runtime
+from toolkit.serve import BackgroundServer, BatchPolicy, build_app
 
 
 def digits(batch, seed=0):
@@ -228,8 +227,9 @@ def test_metrics_count_requests_errors_latency_and_queue_time(server):
 
 
 def test_outputs_json_cannot_carry_answer_500(tmp_path):
-    from tests.toolkit.serve.conftest import _save
     from onnx import TensorProto, helper
+
+    from tests.toolkit.serve.conftest import _save
 
     square = _save(helper.make_graph(
         [helper.make_node("Mul", ["x", "x"], ["y"])], "square",
