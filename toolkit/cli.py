@@ -125,9 +125,11 @@ def _echo_json(data) -> None:
 def _output_file(ctx, param, value):
     """An output file option, checked before any work: writable, not a directory, not inside an artifact."""
     from toolkit.files import check_output_file
+    from toolkit.runtime.artifact import refuse_inside_artifact
 
     if value and value != "-":
         check_output_file(value, "/".join(param.opts))
+        refuse_inside_artifact(value, "/".join(param.opts))
     return value
 
 

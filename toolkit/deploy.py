@@ -16,7 +16,7 @@ from pathlib import Path
 from toolkit.errors import DltkError
 from toolkit.files import copy_atomically, write_atomically
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
-from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact
+from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact, refuse_inside_artifact
 from toolkit.runtime.batch import shared_batch_dim
 from toolkit.runtime.model_source import ARTIFACT, ModelSource
 from toolkit.runtime.spec import TensorSpec
@@ -121,10 +121,7 @@ TRITON_MARK = "# written by dltk deploy triton; rewritten by each deploy of this
 
 
 def _check_triton_destination(destination: Path) -> None:
-    inside = next((p for p in destination.absolute().parents if is_artifact(p)), None)
-    if inside is not None:
-        raise DltkError(f"{destination} is inside the compiled artifact {inside}, which must not change",
-                        "give -o a model repository outside it")
+    refuse_inside_artifact(destination)
     config = destination / "config.pbtxt"
     if destination.exists() and not destination.is_dir():
         raise DltkError(f"{destination} exists and is not a Triton model directory", "give another --name or -o")

@@ -47,9 +47,7 @@ def copy_atomically(source, path) -> Path:
 
 
 def check_output_file(path, option: str = "-o") -> Path:
-    """Refuse, before any work, an output file path that cannot be written, or one inside an artifact."""
-    from toolkit.runtime.artifact import is_artifact
-
+    """Refuse, before any work, an output file path that cannot be written (or that is a directory)."""
     path = Path(path)
     if path.is_dir():
         raise DltkError(f"{option} {path} is a directory", "give a file path")
@@ -58,9 +56,6 @@ def check_output_file(path, option: str = "-o") -> Path:
         parent = parent.parent
     if not parent.is_dir():
         raise DltkError(f"{option} {path}: {parent} is not a directory", "give a path in an existing directory")
-    if is_artifact(path.parent):
-        raise DltkError(f"{option} {path} is inside the compiled artifact {path.parent}, which must not change",
-                        "write it somewhere else")
     try:  # the only sure test of a directory (permissions, read-only or virtual file systems such as /proc)
         fd, probe = tempfile.mkstemp(prefix=".dltk-probe.", dir=parent)
         os.close(fd)

@@ -51,10 +51,12 @@ def test_unwritable_output_paths_are_refused_before_work(tmp_path):
 
 
 def test_an_output_inside_an_artifact_is_refused(tmp_path):
-    from toolkit.runtime.artifact import staging, write_manifest
+    from toolkit.runtime.artifact import refuse_inside_artifact, staging, write_manifest
 
     with staging(tmp_path / "a.tvm") as tmp:
         (tmp / "model.so").write_bytes(b"so")
         write_manifest(tmp, {"model": "m", "inputs": [], "outputs": [], "device": "cpu"})
     with pytest.raises(DltkError, match="inside the compiled artifact"):
-        check_output_file(tmp_path / "a.tvm" / "out.npz")
+        refuse_inside_artifact(tmp_path / "a.tvm" / "out.npz")
+    with pytest.raises(DltkError, match="inside the compiled artifact"):
+        refuse_inside_artifact(tmp_path / "a.tvm" / "deeper" / "out.npz")

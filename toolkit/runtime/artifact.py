@@ -211,6 +211,14 @@ def write_manifest(directory: Path, manifest: dict) -> dict:
     return manifest
 
 
+def refuse_inside_artifact(path, option: str = "-o") -> None:
+    """An output file must not land in an artifact: what is verified there must not change."""
+    inside = next((p for p in Path(path).absolute().parents if is_artifact(p)), None)
+    if inside is not None:
+        raise DltkError(f"{option} {path} is inside the compiled artifact {inside}, which must not change",
+                        "write it somewhere else")
+
+
 # --- writing an artifact: stage beside it, swap it in ------------------------------------------
 
 
