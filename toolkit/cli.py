@@ -128,8 +128,8 @@ def _output_file(ctx, param, value):
     from toolkit.runtime.artifact import refuse_inside_artifact
 
     if value and value != "-":
+        refuse_inside_artifact(value, "/".join(param.opts))  # first: the writability probe would touch it
         check_output_file(value, "/".join(param.opts))
-        refuse_inside_artifact(value, "/".join(param.opts))
     return value
 
 

@@ -55,8 +55,8 @@ def export_model(
     """
     if batch is not None and batch < 1:
         raise DltkError(f"--batch must be at least 1, got {batch}")
-    check_output_file(output)
     refuse_inside_artifact(output)
+    check_output_file(output)
     loaded = load_model(source)
     sample = loaded.spec.sample(batch or PARITY_SAMPLES)
     proto = to_onnx(loaded, sample, opset, dynamic=batch is None)

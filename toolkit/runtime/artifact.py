@@ -230,6 +230,7 @@ def check_replaceable(destination, replaceable=is_artifact, kind: str = "dltk ar
                         "give an output path outside it")
     if destination.is_symlink():
         raise DltkError(f"{destination} is a symbolic link", "give the real path of the output")
+    refuse_inside_artifact(destination)
     if destination.exists() and not (destination.is_dir() and (not any(destination.iterdir()) or replaceable(destination))):
         raise DltkError(f"{destination} exists and is not a {kind}", "choose another output path, or remove it yourself")
 
