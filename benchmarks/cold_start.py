@@ -99,8 +99,11 @@ def cold_starts(artifact: Path, runs: int) -> dict:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg()}
+    info = open("/proc/cpuinfo").read()
+    field = lambda name: next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith(name)), "")  # noqa: E731
+    isa = "AVX-512" if "avx512f" in field("flags").split() else "AVX2"  # Zen 4 or Zen 3 on these machines
+    return {"cpu": field("model name"), "cpu_family": field("cpu family"), "isa": isa, "cores": os.cpu_count(),
+            "python": platform.python_version(), "load_average": os.getloadavg()}
 
 
 def markdown(report: dict) -> str:
@@ -108,7 +111,7 @@ def markdown(report: dict) -> str:
     lines = [
         "# Cold start: a fresh process, import + load + first inference, both engines",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; load average "
+        f"Machine: {m['cpu']} ({m.get('isa', '')}, family {m.get('cpu_family', '')}), {m['cores']} cores, Python {m['python']}; load average "
         f"{report['load_before'][0]:.1f} before and {report['load_after'][0]:.1f} after (the machine was shared "
         "with other jobs). Written by `benchmarks/cold_start.py`; figures in benchmarks/results/amd-epyc-2c/cold_start.json.",
         "",
