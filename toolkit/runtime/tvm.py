@@ -27,6 +27,7 @@ import numpy as np
 from toolkit.errors import DltkError
 from toolkit.runtime import tvm_runtime
 from toolkit.runtime.artifact import LIBRARY, Artifact
+from toolkit.runtime.batch import batch_input
 from toolkit.runtime.spec import TensorSpec, validate_feeds
 
 ALLOCATORS = {"cpu": tvm_runtime.NAIVE_ALLOCATOR, "cuda": tvm_runtime.POOLED_ALLOCATOR}
@@ -59,7 +60,7 @@ class TvmSession:
         self._names = [o.name for o in outputs]
         self._variants = dict(variants or {})
         # The input whose first dimension is the (symbolic) batch picks the variant.
-        self._batch_input = next((s.name for s in inputs if s.shape and isinstance(s.shape[0], str)), None)
+        self._batch_input = batch_input(inputs)
         # The VM keeps per-call state, so each thread gets its own over the shared library.
         self._local = threading.local()
 
