@@ -25,7 +25,7 @@ def read(path) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for foreign or damaged files
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {str(e).splitlines()[0]}") from e
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {(str(e).strip().splitlines() or [type(e).__name__])[0]}") from e
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path} is not a dltk checkpoint (write one with 'dltk train')")
     return data

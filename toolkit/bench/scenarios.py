@@ -61,7 +61,7 @@ def single_stream(subject: Subject, batches, budget: Budget = Budget(), log: Pro
                         f"run {run + 1}/{budget.repeats}")
                     session = subject.session(backend, thread_count)
                     use_threads(backend, thread_count)
-                    blocks[backend].append(_timed(session, feeds, budget))
+                    blocks[backend].append(session.timed_block(feeds, budget))
             for backend in subject.backends:
                 row = _latency_row(subject, backend, batch, thread_count, scenario, blocks[backend], budget)
                 row.update(extra or {})
@@ -220,12 +220,6 @@ def _wait_until(deadline: float) -> None:
             return
         if left > 0.002:
             time.sleep(left - 0.002)
-
-
-def _timed(session, feeds, budget: Budget) -> Block:
-    # A remote device times its own calls (RemoteTvmSession): the network round trip stays out.
-    on_device = getattr(session, "timed_block", None)
-    return on_device(feeds, budget) if on_device else timed_block(lambda: session.run(feeds), budget)
 
 
 def _latency_row(subject: Subject, backend: str, batch: int, threads, scenario: str, blocks: list[Block], budget: Budget) -> dict:

@@ -16,8 +16,8 @@ from tvm import relax
 
 from toolkit.errors import DltkError
 from toolkit.runtime.artifact import LIBRARY, Artifact
-from toolkit.runtime.batch import batch_input
-from toolkit.runtime.spec import TensorSpec, validate_feeds
+from toolkit.runtime.session import Session, StaticVariants
+from toolkit.runtime.spec import TensorSpec
 
 
 def tvm_device(device: str):
@@ -29,21 +29,25 @@ def tvm_device(device: str):
     return dev
 
 
-class TvmSession:
+class TvmSession(Session):
     backend = "tvm"
 
     def __init__(self, library, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str,
                  variants: dict[int, str] | None = None):
         """library: the path of a model.so, or an executable fresh from tvm.compile."""
-        self.inputs, self.outputs, self.device = inputs, outputs, device
-        self._dev = tvm_device(device)
         is_path = isinstance(library, (str, Path))
-        self._library = tvm.runtime.load_module(str(library)) if is_path else library
         self.artifact_path = Path(library).parent if is_path else None
+        self._attach(tvm.runtime.load_module(str(library)) if is_path else library, tvm_device(device),
+                     inputs, outputs, device, variants, host_memory=device == "cpu")
+
+    def _attach(self, library, dev, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str,
+                variants: dict[int, str] | None, host_memory: bool) -> None:
+        """host_memory: the device reads this process's memory, so feeds go in and out through DLPack."""
+        self.inputs, self.outputs, self.device = inputs, outputs, device
+        self._library, self._dev = library, dev
         self._names = [o.name for o in outputs]
-        self._variants = dict(variants or {})
-        # The input whose first dimension is the (symbolic) batch picks the variant.
-        self._batch_input = batch_input(inputs)
+        self._variants = StaticVariants(inputs, variants)
+        self._host_memory = host_memory
         # The VM keeps per-call state, so each thread gets its own over the shared library.
         self._local = threading.local()
 
@@ -74,18 +78,15 @@ class TvmSession:
 
     def entry_for(self, feeds: dict[str, np.ndarray]) -> str:
         """The function that serves these feeds: a static variant for its batch, else main."""
-        if self._variants and self._batch_input is not None:
-            return self._variants.get(feeds[self._batch_input].shape[0], "main")
-        return "main"
+        return self._variants.entry_for(feeds)
 
     @staticmethod
     def set_threads(threads: int | None) -> None:
         """TVM's CPU thread pool is one per process: None or 0 gives its default (one per core)."""
         tvm.get_global_func("runtime.config_threadpool")(1, threads or 0)  # 1: no big.LITTLE preference
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = validate_feeds(self.inputs, feeds)
-        to_tvm, to_numpy = (self._cpu_tensor, _cpu_numpy) if self.device == "cpu" else (self._device_tensor, _device_numpy)
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        to_tvm, to_numpy = (self._cpu_tensor, _cpu_numpy) if self._host_memory else (self._device_tensor, _device_numpy)
         result = self._function(self.entry_for(feeds))(*[to_tvm(s.name, feeds[s.name]) for s in self.inputs])
         values = [result] if isinstance(result, tvm.runtime.Tensor) else list(result)
         return {name: to_numpy(value) for name, value in zip(self._names, values)}
