@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 from torch import nn
 
@@ -12,12 +9,8 @@ FORMAT = "dltk-checkpoint/1"
 
 
 def save(path, model_name: str, model: nn.Module, info: dict) -> None:
-    """Write atomically: a crash leaves the previous file, never half of a new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": FORMAT, "model": model_name, "info": info, "state_dict": model.state_dict()}, tmp)
-    os.replace(tmp, path)
+    """Write the checkpoint to `path` (`dltk train` writes it beside its place and renames it in)."""
+    torch.save({"format": FORMAT, "model": model_name, "info": info, "state_dict": model.state_dict()}, path)
 
 
 def read(path) -> dict:

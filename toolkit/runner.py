@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
 from toolkit.errors import DltkError
+from toolkit.files import replacing
 from toolkit.runtime.spec import TensorSpec, random_feeds
 
 
@@ -32,11 +30,8 @@ def read_feeds(specs: list[TensorSpec], assignments: tuple[str, ...]) -> dict[st
 
 
 def save_outputs(path, outputs: dict[str, np.ndarray]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **outputs)
-    os.replace(tmp, path)
+    with replacing(path, suffix=".npz") as tmp:  # savez adds .npz to a name without it
+        np.savez(tmp, **outputs)
 
 
 def output_lines(outputs: dict[str, np.ndarray], shown: int = 8) -> list[str]:

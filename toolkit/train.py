@@ -13,6 +13,7 @@ from models import checkpoint
 from models.registry import ModelSpec
 from models.train import OPTIMIZERS, Epoch, TrainResult, train
 from toolkit.errors import DltkError
+from toolkit.files import replacing
 
 
 @dataclass
@@ -70,5 +71,6 @@ def train_model(
         "optimizer": recipe.optimizer,
         "seed": seed,
     }
-    checkpoint.save(output, spec.name, model, info)
+    with replacing(output, suffix=".pt") as tmp:
+        checkpoint.save(tmp, spec.name, model, info)
     return result
