@@ -11,6 +11,8 @@ from __future__ import annotations
 import socket
 import time
 
+import numpy as np
+
 from toolkit.errors import DltkError, first_line
 from toolkit.rpc import RpcTarget
 from toolkit.runtime.artifact import LIBRARY, Artifact
@@ -45,6 +47,21 @@ class RemoteTvmSession(TvmSession):
         # device: where the code runs (the run's env["remote"] says which machine); its memory is not ours
         self._attach(self._remote.load_module(LIBRARY), dev, artifact.inputs, artifact.outputs, artifact.device,
                      variants, host_memory=False)
+
+    # The remote device is reached through TVM's RPC client (full TVM), not the local runtime library.
+    def virtual_machine(self):
+        from tvm import relax
+
+        return relax.VirtualMachine(self._library, self._dev)
+
+    def _device_tensor(self, name: str, array: np.ndarray):
+        import tvm
+
+        return tvm.runtime.tensor(np.ascontiguousarray(array), self._dev)
+
+    @staticmethod
+    def _device_numpy(value) -> np.ndarray:
+        return value.numpy()
 
     def timed_block(self, feeds, budget: Budget) -> Block:
         """The budget's warm-up and timed calls, each call timed on the remote device itself.
