@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -26,10 +25,11 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from toolkit import bench, runtime  # noqa: E402
-from toolkit.compare import compare_outputs  # noqa: E402
 from toolkit.compile import compile_model  # noqa: E402
 from toolkit.export import export_model  # noqa: E402
+from toolkit.files import write_atomically  # noqa: E402
 from toolkit.inspect import inspect_path  # noqa: E402
+from toolkit.parity import compare_outputs  # noqa: E402
 from toolkit.runtime.torch import TorchSession  # noqa: E402
 from toolkit.train import load_model, train_model  # noqa: E402
 
@@ -76,7 +76,7 @@ def measure_family(name: str, workdir: Path, log, train_threads: int | None = No
         "onnx_ops": {op["op"]: op["count"] for op in ops},
         "compile_seconds": compiled.seconds,
         "parity": parity,
-        "latency_ms_batch1_p50": {r["backend"]: r["latency_ms"]["p50"] for r in results},
+        "latency_ms_batch1_p50": {r.backend: r.p50 for r in results},
     }
 
 
@@ -94,20 +94,15 @@ def markdown(rows: list[dict], env: dict) -> str:
         m, p, lat = r["metric"], r["parity"], r["latency_ms_batch1_p50"]
         ops = sorted(r["onnx_ops"], key=lambda op: -r["onnx_ops"][op])
         shown = ", ".join(ops[:6]) + (f" +{len(ops) - 6}" if len(ops) > 6 else "")
-        verdict = lambda b: f"{'yes' if p[b]['passed'] else 'NO'} ({p[b]['max_abs_error']:.0e})"  # noqa: E731
+        def verdict(backend, p=p):
+            return f"{'yes' if p[backend]['passed'] else 'NO'} ({p[backend]['max_abs_error']:.0e})"
+
         lines.append(
             f"| `{r['name']}` | {r['parameters']:,} | {r['dataset']} | {m['name']} {m['value']:.4g} "
             f"({m['epochs']}, {m['train_seconds']:.0f} s) | {shown} | {verdict('ort')} | {verdict('tvm')} | "
             f"{lat['torch']:.3f} | {lat['ort']:.3f} | {lat['tvm']:.3f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main() -> None:

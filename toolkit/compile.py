@@ -10,10 +10,12 @@ from pathlib import Path
 import onnx
 
 from toolkit import optimize
-from toolkit.compare import ATOL, RTOL, Comparison, compare_outputs
-from toolkit.errors import CheckFailed, DltkError
+from toolkit.errors import CheckFailed, DltkError, first_line
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
-from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, open_artifact, staging, write_manifest
+from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
+from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, check_replaceable, open_artifact, staging, write_manifest
+from toolkit.runtime.batch import named_batch_symbols
+from toolkit.runtime.model_source import name_from, read_metadata
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import random_feeds
 from toolkit.target import device_of, resolve_target
@@ -46,13 +48,14 @@ def compile_model(
     from toolkit.simplify import simplify
 
     start = time.perf_counter()
+    check_replaceable(output)  # before minutes of work, not after
     model = load_onnx(onnx_path)
     target = resolve_target(target)
     device = device_of(target)
     inputs, outputs = input_specs(model), output_specs(model)
     log(f"importing {onnx_path} into TVM Relax")
     module = import_onnx(simplify(model, log))
-    prepared = tune.prepare(module, target, _batch_symbols(inputs), tuning, log)
+    prepared = tune.prepare(module, target, named_batch_symbols(inputs), tuning, log)
     log(f"compiling for {target['kind']} ({target.get('mcpu') or target.get('arch')})")
     executable = build(prepared, target)
     variants = {str(b): name for b, name in prepared.variants.items()}
@@ -69,7 +72,7 @@ def compile_model(
             elif not choose_engine:
                 engine = {"chosen": "tvm", "reason": "not measured: engine choice turned off"}
         manifest = {
-            "model": _model_name(model, onnx_path),
+            "model": name_from(read_metadata(model), onnx_path),
             "inputs": [s.to_json() for s in inputs],
             "outputs": [s.to_json() for s in outputs],
             "target": target,
@@ -96,8 +99,7 @@ def import_onnx(model: onnx.ModelProto):
     try:
         return from_onnx(model, keep_params_in_input=False)
     except Exception as e:  # the importer raises OpNotImplemented, TVMError, ValueError, ...
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DltkError(f"TVM cannot import this model: {message}", "see 'dltk inspect' for the ops TVM supports") from e
+        raise DltkError(f"TVM cannot import this model: {first_line(e)}", "see 'dltk inspect' for the ops TVM supports") from e
 
 
 def build(module, target: dict):
@@ -111,7 +113,7 @@ def build(module, target: dict):
             return tune.build(module, target)
         return tvm.compile(module, tvm.target.Target(target))
     except Exception as e:
-        raise CheckFailed(f"TVM failed to compile the model: {str(e).strip().splitlines()[0]}", "rerun with -v for the trace") from e
+        raise CheckFailed(f"TVM failed to compile the model: {first_line(e)}", "rerun with -v for the trace") from e
 
 
 def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: float, length_limits=None,
@@ -169,10 +171,6 @@ def _verify_sizes(variants: dict[int, str] | None) -> list[int]:
     return sorted(set(VERIFY_SIZES) | set(variants or {}))
 
 
-def _batch_symbols(inputs) -> list[str]:
-    return sorted({s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], str) and s.shape[0] != "?"})
-
-
 def _choose_engine(directory: Path, inputs, outputs, device: str, variants: dict[int, str], log) -> dict:
     from toolkit import engine
 
@@ -182,7 +180,3 @@ def _choose_engine(directory: Path, inputs, outputs, device: str, variants: dict
     except Exception as e:  # random feeds a model refuses (e.g. lengths out of range): keep TVM, say why
         return {"chosen": "tvm", "reason": f"not measured: {type(e).__name__}: {str(e).strip()[:120]}"}
 
-
-def _model_name(model: onnx.ModelProto, path) -> str:
-    props = {p.key: p.value for p in model.metadata_props}
-    return props.get("dltk.model") or Path(path).stem

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import onnx
 
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
 from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact
+from toolkit.runtime.model_source import ARTIFACT, ModelSource, read_metadata
 
 
 def inspect_path(path) -> dict:
-    path = Path(path)
-    if path.is_dir() and is_artifact(path):
-        artifact = open_artifact(path)
+    source = ModelSource.of(path)
+    if source.kind == ARTIFACT and is_artifact(source.path):
+        artifact = open_artifact(source.path)
         report = inspect_model(load_onnx(artifact.file(SOURCE_ONNX)))
         keep = ("model", "target", "device", "files", "tuning", "variants", "engine", "verification", "versions")
         report["artifact"] = {k: artifact.manifest.get(k) for k in keep}
         return report
-    return inspect_model(load_onnx(path))
+    return inspect_model(load_onnx(source.path))
 
 
 def inspect_model(model: onnx.ModelProto) -> dict:
@@ -30,7 +31,7 @@ def inspect_model(model: onnx.ModelProto) -> dict:
     return {
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "opset": opset,
-        "metadata": {p.key: p.value for p in model.metadata_props},
+        "metadata": read_metadata(model),
         "inputs": [s.to_json() for s in input_specs(model)],
         "outputs": [s.to_json() for s in output_specs(model)],
         "parameters": int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer)),
@@ -40,6 +41,44 @@ def inspect_model(model: onnx.ModelProto) -> dict:
             for op, n in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))
         ],
     }
+
+
+def report_renderables(path, info: dict) -> list:
+    """inspect_path's report for a terminal: lines (rich markup) and the op table."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    lines: list = [f"[bold]{escape(str(path))}[/bold]  producer {info['producer']}, opset {info['opset']}"]
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            shape = ", ".join(map(str, t["shape"]))
+            lines.append(escape(f"  {kind[:-1]:6} {t['name']}: {t['dtype']}[{shape}]"))
+    lines.append(f"  parameters {info['parameters']:,}   FLOPs at batch 1 {info['flops_batch1']:,}")
+    table = Table("op", "count", "ort", "tvm", box=None)
+    for op in info["ops"]:
+        table.add_row(op["op"], str(op["count"]), "yes" if op["ort"] else "NO", "yes" if op["tvm"] else "NO")
+    lines.append(table)
+    if "artifact" in info:
+        a = info["artifact"]
+        lines.append(escape(f"  artifact: target {json.dumps(a['target'])}, device {a['device']}, "
+                            f"verification {json.dumps(a['verification'])}"))
+        lines.append(escape(f"  tuning: {json.dumps(a.get('tuning'))}; "
+                            f"static-batch variants {json.dumps(a.get('variants') or {})}"))
+        lines.append(escape(f"  engine: {engine_line(a.get('engine'))}"))
+    return lines
+
+
+def engine_line(engine: dict | None) -> str:
+    """The manifest's engine choice in words."""
+    if not engine:
+        return "tvm (artifact from before engine choice)"
+    if "p50_ms" not in engine:
+        return f"{engine['chosen']} ({engine.get('reason', '')})"
+    measured = ", ".join(
+        f"{name} " + " / ".join(f"b{b} {ms:.3f}" for b, ms in per_batch.items()) + " ms"
+        for name, per_batch in engine["p50_ms"].items()
+    )
+    return f"{engine['chosen']} runs by default (p50 measured at compile: {measured})"
 
 
 def _op_key(node) -> str:

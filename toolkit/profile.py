@@ -25,9 +25,12 @@ import tvm
 
 from toolkit.errors import DltkError
 from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact
+from toolkit.runtime.batch import batch_dims, batch_input, fixed_batch
+from toolkit.runtime.model_source import ARTIFACT, ModelSource
 from toolkit.runtime.spec import TensorSpec, random_feeds
 from toolkit.runtime.tvm import TvmSession
 
+ROWS_SHOWN = 15  # kernels in the terminal table; --json has them all
 WARMUP = 5  # untimed calls before the profiled ones, in each engine
 _BUILTIN = "vm.builtin."  # prefix of the Relax VM's own functions: allocation, shape checks
 
@@ -51,7 +54,7 @@ def profile_artifact(path, batch: int | None = None, runs: int = 20) -> dict:
 
 
 def _open_cpu_artifact(path):
-    if not is_artifact(path):
+    if ModelSource.of(path).kind != ARTIFACT or not is_artifact(path):
         raise DltkError(
             f"{path} is not a dltk artifact, and profiling needs one",
             f"compile it with 'dltk compile {path} -o DIR', then profile DIR",
@@ -69,14 +72,39 @@ def batch_feeds(inputs: list[TensorSpec], batch: int | None) -> tuple[int, dict[
     """Random feeds: a symbolic first dimension takes `batch`; fixed shapes allow only their own."""
     if batch is not None and batch < 1:
         raise DltkError(f"batch must be at least 1, not {batch}")
-    symbols = {s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], str)}
-    if symbols:
+    if batch_input(inputs) is not None:
         batch = batch or 1
-        return batch, random_feeds(inputs, {name: batch for name in symbols})
-    fixed = inputs[0].shape[0] if inputs and inputs[0].shape else 1
+        return batch, random_feeds(inputs, batch_dims(inputs, batch))
+    fixed = fixed_batch(inputs) or 1
     if batch not in (None, fixed):
         raise DltkError(f"the model's inputs have a fixed batch of {fixed}", f"profile it at batch {fixed}")
     return fixed, random_feeds(inputs)
+
+
+def profile_renderables(path, report: dict) -> list:
+    """profile_artifact's report for a terminal: lines (rich markup) and the kernel and op tables."""
+    from rich.markup import escape
+    from rich.table import Column, Table
+
+    tvm_report, ort_report = report["tvm"], report["ort"]
+    lines: list = [
+        f"[bold]{escape(str(path))}[/bold]  {report['model']} at batch {report['batch']}, "
+        f"TVM entry {report['entry']}, mean of {report['runs']} runs",
+        f"TVM: kernels {tvm_report['total_us']:.1f} us per inference (whole run {tvm_report['wall_us']:.1f} us "
+        f"unprofiled; {tvm_report['builtin_calls']} VM builtin calls not timed)",
+    ]
+    table = Table("kernel", *(Column(h, justify="right") for h in ("calls", "us", "%")), box=None)
+    for k in tvm_report["kernels"][:ROWS_SHOWN]:
+        table.add_row(escape(k["name"]), str(k["calls"]), f"{k['us']:.1f}", f"{100 * k['share']:.1f}")
+    lines.append(table)
+    if len(tvm_report["kernels"]) > ROWS_SHOWN:
+        lines.append(f"  ... {len(tvm_report['kernels']) - ROWS_SHOWN} more kernels (--json lists them all)")
+    lines.append(f"ONNX Runtime: nodes {ort_report['total_us']:.1f} us per inference (whole run {ort_report['wall_us']:.1f} us)")
+    table = Table("op", *(Column(h, justify="right") for h in ("us", "%")), box=None)
+    for op in ort_report["op_types"]:
+        table.add_row(escape(op["op"]), f"{op['us']:.1f}", f"{100 * op['share']:.1f}")
+    lines.append(table)
+    return lines
 
 
 # --- TVM ---------------------------------------------------------------------------------------
@@ -115,10 +143,10 @@ def profile_tvm(session: TvmSession, entry: str, feeds: dict[str, np.ndarray], r
         function(*args)
     wall_us = (time.perf_counter() - start) / runs * 1e6
 
-    vm.set_instrument(_CallTimer())
+    vm["set_instrument"](_CallTimer())
     function(*args)  # the hook's own first call is slower: keep it out of the profile
     timer = _CallTimer()
-    vm.set_instrument(timer)
+    vm["set_instrument"](timer)
     for _ in range(runs):
         function(*args)
 
