@@ -1,4 +1,4 @@
-"""ONNX -> TVM Relax -> compiled executable, verified against ONNX Runtime, written as an artifact."""
+"""ONNX -> TVM Relax -> compiled executable, verified against a reference (toolkit.reference), written as an artifact."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from toolkit import optimize
 from toolkit.compare import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.errors import CheckFailed, DltkError
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
+from toolkit.reference import Reference, choose_reference
 from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, open_artifact, staging, write_manifest
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import random_feeds
@@ -22,6 +23,7 @@ from toolkit.versions import versions
 
 VERIFY_SIZES = (1, 3)  # each symbolic dim (the batch) is checked at these sizes, and at each static variant's
 PROTOBUF_LIMIT = 2**31 - 2**24  # protobuf refuses messages of 2 GiB; keep a margin
+_UNVERIFIED = "not verified: no reference can run this model (ONNX Runtime as given or opset-upgraded, the ONNX reference implementation)"
 
 
 @dataclass(frozen=True)
@@ -50,21 +52,27 @@ def compile_model(
     target = resolve_target(target)
     device = device_of(target)
     inputs, outputs = input_specs(model), output_specs(model)
+    reference = choose_reference(model, onnx_path, log)
     log(f"importing {onnx_path} into TVM Relax")
-    module = import_onnx(simplify(model, log))
+    module = _import_source_or_upgrade(model, reference, lambda m: import_onnx(simplify(m, log)))
     prepared = tune.prepare(module, target, _batch_symbols(inputs), tuning, log)
     log(f"compiling for {target['kind']} ({target.get('mcpu') or target.get('arch')})")
     executable = build(prepared, target)
     variants = {str(b): name for b, name in prepared.variants.items()}
     with staging(output) as tmp:
         executable.export_library(str(tmp / LIBRARY))
-        save_self_contained(model, tmp / SOURCE_ONNX)
+        save_self_contained(reference.model, tmp / SOURCE_ONNX)  # the ONNX Runtime fallback, upgraded when it had to be
         verification, engine = [], {"chosen": "tvm", "reason": f"not measured: no {device} device here"}
-        if _can_run(device):
-            log("verifying against ONNX Runtime")
+        if not reference.runs:
+            log(f"warning: {_UNVERIFIED}: " + "; ".join(reference.failures))
+            engine = {"chosen": "tvm", "reason": "not measured: ONNX Runtime cannot load this model"}
+        elif _can_run(device):
+            log(f"verifying against {reference.name}")
             verification = verify(tmp, inputs, outputs, device, atol, rtol, optimize.sequence_length_limits(model),
-                                  prepared.variants)
-            if choose_engine and all(c.passed for c in verification):
+                                  prepared.variants, reference.session)
+            if not reference.onnx_runtime_loads:
+                engine = {"chosen": "tvm", "reason": "not measured: ONNX Runtime cannot load this model"}
+            elif choose_engine and all(c.passed for c in verification):
                 engine = _choose_engine(tmp, inputs, outputs, device, prepared.variants, log)
             elif not choose_engine:
                 engine = {"chosen": "tvm", "reason": "not measured: engine choice turned off"}
@@ -79,7 +87,7 @@ def compile_model(
             "tuning": prepared.manifest,
             "variants": variants,
             "engine": engine,
-            "verification": _verification_json(verification, device, _verify_sizes(prepared.variants)),
+            "verification": _verification_json(verification, device, _verify_sizes(prepared.variants), reference),
         }
         failed = [c for c in verification if not c.passed]
         if failed:
@@ -115,16 +123,18 @@ def build(module, target: dict):
 
 
 def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: float, length_limits=None,
-           variants: dict[int, str] | None = None) -> list[Comparison]:
-    """Run the exported library and ONNX Runtime on the same random inputs, once per symbolic size
+           variants: dict[int, str] | None = None, reference=None) -> list[Comparison]:
+    """Run the exported library and the reference on the same random inputs, once per symbolic size
     and once per static-batch variant.
 
     length_limits: integer inputs holding sequence lengths -> the longest valid length.
+    reference: a session (toolkit.reference); by default ONNX Runtime on the artifact's model.onnx.
     """
     from toolkit.runtime.tvm import TvmSession
 
     compiled = TvmSession(directory / LIBRARY, inputs, outputs, device, variants)
-    reference = OrtSession(directory / SOURCE_ONNX)
+    reference = reference or OrtSession(directory / SOURCE_ONNX)
+    reference_name = {"ort": "onnxruntime"}.get(reference.backend, reference.backend)
     symbols = sorted({d for s in inputs for d in s.shape if isinstance(d, str)})
     comparisons = []
     for size in _verify_sizes(variants) if symbols else (None,):
@@ -132,9 +142,19 @@ def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: flo
         for name, longest in (length_limits or {}).items():
             feeds[name] = feeds[name] % (longest + 1)
         comparisons.append(
-            compare_outputs(reference.run(feeds), compiled.run(feeds), "onnxruntime", "tvm", atol, rtol)
+            compare_outputs(reference.run(feeds), compiled.run(feeds), reference_name, "tvm", atol, rtol)
         )
     return comparisons
+
+
+def _import_source_or_upgrade(model: onnx.ModelProto, reference: Reference, import_model):
+    """TVM's module for the source graph; for an old-opset source TVM refuses, its upgraded copy's."""
+    try:
+        return import_model(model)
+    except DltkError:
+        if reference.upgraded_from is None:
+            raise
+        return import_model(reference.model)
 
 
 def save_self_contained(model: onnx.ModelProto, path: Path) -> None:
@@ -151,12 +171,14 @@ def _can_run(device: str) -> bool:
     return tvm.cpu(0).exist if device == "cpu" else tvm.cuda(0).exist
 
 
-def _verification_json(comparisons: list[Comparison], device: str, sizes: list[int]) -> dict:
+def _verification_json(comparisons: list[Comparison], device: str, sizes: list[int], reference: Reference) -> dict:
+    if not reference.runs:
+        return {"status": "skipped", "reason": _UNVERIFIED, "references_tried": reference.failures}
     if not comparisons:
-        return {"status": "skipped", "reason": f"no {device} device on the compiling machine"}
+        return {"status": "skipped", "reason": f"no {device} device on the compiling machine", **reference.to_json()}
     return {
         "status": "passed" if all(c.passed for c in comparisons) else "failed",
-        "reference": "onnxruntime",
+        **reference.to_json(),
         "max_abs_error": max(c.max_abs for c in comparisons),
         "max_rel_error": max(c.max_rel for c in comparisons),
         "atol": comparisons[0].atol,
