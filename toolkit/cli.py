@@ -206,6 +206,10 @@ def inspect(path, as_json, profile, batch):
     for op in info["ops"]:
         table.add_row(op["op"], str(op["count"]), "yes" if op["ort"] else "NO", "yes" if op["tvm"] else "NO")
     out.print(table)
+    if info["tvm_unsupported"]:
+        from toolkit.tvm_support import UnsupportedOp, describe
+
+        out.print(escape("  TVM cannot import it: " + describe([UnsupportedOp(**u) for u in info["tvm_unsupported"]])))
     if "artifact" in info:
         a = info["artifact"]
         out.print(escape(f"  artifact: target {json.dumps(a['target'])}, device {a['device']}, "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import onnx
 
-from toolkit import optimize
+from toolkit import optimize, tvm_support
 from toolkit.compare import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.errors import CheckFailed, DltkError
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
@@ -52,6 +52,7 @@ def compile_model(
     target = resolve_target(target)
     device = device_of(target)
     inputs, outputs = input_specs(model), output_specs(model)
+    tvm_support.require_importable(model)  # checked on the graph as given, so ops are named in its order
     reference = choose_reference(model, onnx_path, log)
     log(f"importing {onnx_path} into TVM Relax")
     module = _import_source_or_upgrade(model, reference, lambda m: import_onnx(simplify(m, log)))
@@ -100,6 +101,7 @@ def import_onnx(model: onnx.ModelProto):
     """The ONNX graph as a Relax IRModule, weights bound as constants."""
     from tvm.relax.frontend.onnx import from_onnx
 
+    tvm_support.require_importable(model)  # every op it lacks named at once, not only the first
     model = optimize.for_tvm(model)  # ops the importer lacks (LSTM, GRU, RNN) become ops it has
     try:
         return from_onnx(model, keep_params_in_input=False)
