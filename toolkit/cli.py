@@ -597,5 +597,27 @@ def deploy_kserve(model, storage_uri, image, name, cpu, memory, output):
     click.echo(f"wrote {output}")
 
 
+@cli.group()
+def debug():
+    """Tools for models that fail: shrink them to what fails."""
+
+
+@debug.command("reduce")
+@click.argument("model", type=click.Path(), metavar="MODEL.onnx")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Subgraph to write [default: MODEL.reduced.onnx here].")
+@click.option("--mode", type=click.Choice(["import", "compile", "diverge"]),
+              help="The failure to reduce [default: the first the whole model shows].")
+@click.option("--target", default="cpu", show_default=True, help="cpu, cuda, or a TVM target as JSON.")
+@click.option("--atol", type=float, default=1e-4, show_default=True, help="Divergence tolerance, absolute.")
+@click.option("--rtol", type=float, default=1e-3, show_default=True, help="Divergence tolerance, relative.")
+@verbose_option
+def debug_reduce(model, output, mode, target, atol, rtol):
+    """Bisect a model TVM fails to import or compile, or whose outputs diverge, to the smallest failing subgraph."""
+    from toolkit.reduce import reduce_file
+
+    reduction, written = reduce_file(model, output, mode=mode, target=target, atol=atol, rtol=rtol, log=progress)
+    click.echo(f"wrote {written}: {reduction.summary()}")
+
+
 if __name__ == "__main__":
     main()
