@@ -29,6 +29,7 @@ class ModelSpec:
     batch_dims: tuple[tuple[int, ...], ...] | None = None  # per input, the dims that are the dynamic "batch"
     generation: dict | None = None  # how `dltk generate` samples from the export (kept in its metadata)
     tiny: Callable[[], ModelSpec] | None = None  # the same family at test size (same name)
+    decode_step: Callable[[nn.Module], nn.Module] | None = None  # text models: the one-token step over a KV cache
 
     @property
     def metric(self) -> str:

@@ -167,6 +167,8 @@ def export(source, output, opset, batch, atol, rtol):
     if not report.trained:
         progress(f"note: {source} has freshly initialised weights; 'dltk train {source}' first for a useful model")
     click.echo(f"wrote {report.path} (opset {report.opset}; {report.parity.summary()})")
+    if report.decode:
+        click.echo(f"wrote {report.decode} (the KV-cache decode step 'dltk generate' uses; compile it as well for TVM)")
 
 
 @cli.command()
@@ -336,12 +338,13 @@ def run(path, backend, device, inputs, output, as_json):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="PNG grid to write (vae, gan, diffusion).")
 @click.option("--backend", type=click.Choice(["ort", "tvm"]), help="[default: tvm for artifacts, ort for ONNX]")
+@click.option("--no-cache", is_flag=True, help="Run the full graph per character even when the KV-cache decode step is beside the model (gpt).")
 @verbose_option
-def generate(path, prompt, length, temperature, top_k, count, seed, output, backend):
+def generate(path, prompt, length, temperature, top_k, count, seed, output, backend, no_cache):
     """Sample text or images from an exported generative model through the runtime."""
     from toolkit.generate import Sampler, write_png_grid
 
-    sampler = Sampler(path, backend=backend)
+    sampler = Sampler(path, backend=backend, cache=not no_cache)
     if sampler.kind == "text":
         if output:
             raise DltkError(f"{path} generates text, not images", "drop -o; the text is printed")

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import torch
 
+from toolkit import kv_cache
 from toolkit.compare import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.errors import CheckFailed, DltkError
 from toolkit.files import write_atomically
@@ -36,6 +37,7 @@ class ExportReport:
     outputs: list[TensorSpec]
     parity: Comparison
     trained: bool  # False when a zoo NAME gave freshly initialised weights
+    decode: Path | None = None  # text models: the KV-cache decode step written beside the export
 
 
 def export_model(
@@ -74,8 +76,10 @@ def export_model(
     if not parity.passed:
         raise CheckFailed(f"{parity.summary()}; {output} not written", "look for ops that export differently")
     write_atomically(output, model_bytes)
+    decode = kv_cache.export_decode_step(loaded, output, opset, atol, rtol, write_atomically)
     return ExportReport(
-        Path(output), loaded.spec.name, opset, session.inputs, session.outputs, parity, trained=bool(loaded.info)
+        Path(output), loaded.spec.name, opset, session.inputs, session.outputs, parity, trained=bool(loaded.info),
+        decode=decode,
     )
 
 

@@ -129,3 +129,48 @@ def test_png_grid_of_rgb_images(tmp_path):
     width, height, color, pixels = read_png(write_png_grid(images, tmp_path / "rgb.png", scale=1))
     assert (width, height, color) == (2 * 3 + 1, 1 * 3 + 1, 2)
     assert tuple(pixels[1, 1]) == (255, 0, 0) and tuple(pixels[1, 4]) == (0, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def gpt_decode_artifact(gpt_artifact):
+    """The KV-cache decode step `dltk export` wrote beside gpt.onnx, compiled beside gpt.tvm."""
+    directory = gpt_artifact.parent
+    assert (directory / "gpt.decode.onnx").is_file()
+    compile_model(directory / "gpt.decode.onnx", directory / "gpt.decode.tvm", choose_engine=False)
+    return directory / "gpt.decode.tvm"
+
+
+@pytest.mark.parametrize("backend", ["ort", "tvm"])
+def test_cached_generation_matches_uncached_token_for_token(gpt_decode_artifact, backend):
+    artifact = gpt_decode_artifact.parent / "gpt.tvm"
+    context = models.get("gpt").generation["block_size"]
+    cached = Sampler(artifact, backend=backend)
+    assert cached.decoder is not None and cached.decoder.session.backend == backend
+    uncached = Sampler(artifact, backend=backend, cache=False)
+    assert uncached.decoder is None
+    # Greedy, through the end of the context (the cache) and past it (the full graph again), 3 at once.
+    length = 2 * context
+    texts = cached.text("Love", length=length, temperature=0, count=3)
+    assert texts == uncached.text("Love", length=length, temperature=0, count=3)
+    # Sampled with a seed: the same draws, hence the same text, when the logits agree.
+    assert cached.text("Sh", length=context, top_k=5, seed=3) == uncached.text("Sh", length=context, top_k=5, seed=3)
+
+
+def test_cached_step_counts_one_position_per_token(gpt_decode_artifact, monkeypatch):
+    """Each new token is one call of the decode step: the prompt once per character, then one per token."""
+    sampler = Sampler(gpt_decode_artifact.parent / "gpt.tvm", backend="tvm")
+    calls = {"decode": 0, "full": 0}
+    for session, key in ((sampler.decoder.session, "decode"), (sampler.session, "full")):
+        run = session.run
+        monkeypatch.setattr(session, "run", lambda feeds, run=run, key=key: calls.__setitem__(key, calls[key] + 1) or run(feeds))
+    sampler.text("Love", length=6, temperature=0)
+    assert calls == {"decode": len("Love") + 6 - 1, "full": 0}
+
+
+def test_no_cache_flag_and_onnx_file_use_the_decode_step_beside_it(gpt_decode_artifact):
+    onnx_path = gpt_decode_artifact.parent / "gpt.onnx"
+    assert Sampler(onnx_path).decoder.session.backend == "ort"  # gpt.decode.onnx, found beside gpt.onnx
+    args = ["generate", str(onnx_path), "--prompt", "Shall I", "--length", "8", "--temperature", "0"]
+    with_cache, without = CliRunner().invoke(cli, args), CliRunner().invoke(cli, [*args, "--no-cache"])
+    assert with_cache.exit_code == 0 and without.exit_code == 0, with_cache.output + without.output
+    assert with_cache.output == without.output
