@@ -1,10 +1,11 @@
 """nanoGPT-style decoder-only character model: causal self-attention blocks, next-character loss.
 
 The corpus is a selection of Shakespeare's sonnets and speeches (public domain) kept in
-`models/corpus/`. The first 90% trains, the last 10% is held out for perplexity. The export has
-a fixed context of `block_size` characters (the batch stays dynamic): `dltk generate` pads a
-shorter prompt on the right and reads the logits at the prompt's last position, which causal
-attention keeps independent of the padding.
+`models/corpus/`. The first 90% trains, the last 10% is held out for perplexity. The export takes
+any batch and any sequence of up to `block_size` characters; `dltk generate` pads a shorter prompt
+to the context (the length compiled artifacts are tuned for) and reads the logits at the prompt's
+last position, which causal attention keeps independent of the padding. `DecodeStep` is the
+one-token step over a key/value cache that generation uses while the text fits the context.
 """
 
 import functools
@@ -42,7 +43,7 @@ def encode(text: str) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class GPTConfig:
-    block_size: int = 64  # context length, fixed in the export
+    block_size: int = 64  # context length: the longest sequence the export takes
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
@@ -160,6 +161,8 @@ def spec(config: GPTConfig = GPTConfig()) -> ModelSpec:
         task=LanguageModel(),
         input_names=("tokens",),
         generation={"kind": "text", "vocabulary": vocabulary(), "block_size": config.block_size},
+        sequence_dims=((1,),),
+        max_sequence=config.block_size,
         tiny=lambda: spec(GPTConfig(block_size=16, n_layer=1, n_head=2, n_embd=16)),
         decode_step=DecodeStep,
     )

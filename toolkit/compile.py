@@ -21,7 +21,7 @@ from toolkit.target import device_of, resolve_target
 from toolkit.tune import TuneOptions
 from toolkit.versions import versions
 
-VERIFY_SIZES = (1, 3)  # each symbolic dim (the batch) is checked at these sizes, and at each static variant's
+VERIFY_SIZES = (1, 3, 8)  # each symbolic dim (batch, sequence) is checked at these sizes, and at each static variant's
 PROTOBUF_LIMIT = 2**31 - 2**24  # protobuf refuses messages of 2 GiB; keep a margin
 _UNVERIFIED = "not verified: no reference can run this model (ONNX Runtime as given or opset-upgraded, the ONNX reference implementation)"
 
@@ -56,7 +56,8 @@ def compile_model(
     reference = choose_reference(model, onnx_path, log)
     log(f"importing {onnx_path} into TVM Relax")
     module = _import_source_or_upgrade(model, reference, lambda m: import_onnx(simplify(m, log)))
-    prepared = tune.prepare(module, target, _batch_symbols(inputs), tuning, log)
+    static_dims = _static_dims(model, inputs)
+    prepared = tune.prepare(module, target, _batch_symbols(inputs), tuning, log, static_dims)
     log(f"compiling for {target['kind']} ({target.get('mcpu') or target.get('arch')})")
     executable = build(prepared, target)
     variants = {str(b): name for b, name in prepared.variants.items()}
@@ -70,11 +71,11 @@ def compile_model(
         elif _can_run(device):
             log(f"verifying against {reference.name}")
             verification = verify(tmp, inputs, outputs, device, atol, rtol, optimize.sequence_length_limits(model),
-                                  prepared.variants, reference.session)
+                                  prepared.variants, reference.session, static_dims)
             if not reference.onnx_runtime_loads:
                 engine = {"chosen": "tvm", "reason": "not measured: ONNX Runtime cannot load this model"}
             elif choose_engine and all(c.passed for c in verification):
-                engine = _choose_engine(tmp, inputs, outputs, device, prepared.variants, log)
+                engine = _choose_engine(tmp, inputs, outputs, device, prepared.variants, static_dims, log)
             elif not choose_engine:
                 engine = {"chosen": "tvm", "reason": "not measured: engine choice turned off"}
         manifest = {
@@ -87,6 +88,7 @@ def compile_model(
             "versions": versions(),
             "tuning": prepared.manifest,
             "variants": variants,
+            "variant_dims": static_dims if variants else {},  # what the variants bind besides the batch
             "engine": engine,
             "verification": _verification_json(verification, device, _verify_sizes(prepared.variants), reference),
         }
@@ -125,22 +127,28 @@ def build(module, target: dict):
 
 
 def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: float, length_limits=None,
-           variants: dict[int, str] | None = None, reference=None) -> list[Comparison]:
+           variants: dict[int, str] | None = None, reference=None, static_dims: dict[str, int] | None = None) -> list[Comparison]:
     """Run the exported library and the reference on the same random inputs, once per symbolic size
-    and once per static-batch variant.
+    (every symbolic dim at that size, a sequence at most its static size) and once per static variant
+    (at its batch and static_dims).
 
     length_limits: integer inputs holding sequence lengths -> the longest valid length.
     reference: a session (toolkit.reference); by default ONNX Runtime on the artifact's model.onnx.
     """
     from toolkit.runtime.tvm import TvmSession
 
-    compiled = TvmSession(directory / LIBRARY, inputs, outputs, device, variants)
+    static_dims = static_dims or {}
+    compiled = TvmSession(directory / LIBRARY, inputs, outputs, device, variants, static_dims)
     reference = reference or OrtSession(directory / SOURCE_ONNX)
     reference_name = {"ort": "onnxruntime"}.get(reference.backend, reference.backend)
     symbols = sorted({d for s in inputs for d in s.shape if isinstance(d, str)})
     comparisons = []
-    for size in _verify_sizes(variants) if symbols else (None,):
-        feeds = random_feeds(inputs, dict.fromkeys(symbols, size), seed=size or 0)
+    cases = [{s: min(size, static_dims.get(s, size)) for s in symbols} for size in _verify_sizes(variants)] if symbols else [{}]
+    if static_dims:  # the variants at the shapes they are bound to, or main at the full length
+        cases += [{**dict.fromkeys(symbols, batch), **static_dims} for batch in sorted(variants or {1: "main"})]
+    for dims in cases:
+        size = max(dims.values(), default=0)
+        feeds = random_feeds(inputs, dims, seed=size)
         for name, longest in (length_limits or {}).items():
             feeds[name] = feeds[name] % (longest + 1)
         comparisons.append(
@@ -193,16 +201,27 @@ def _verify_sizes(variants: dict[int, str] | None) -> list[int]:
     return sorted(set(VERIFY_SIZES) | set(variants or {}))
 
 
+def _static_dims(model: onnx.ModelProto, inputs) -> dict[str, int]:
+    """Symbolic dims besides the batch that tuned static variants bind, from the export's metadata
+    (e.g. {"sequence": 64}, the length a zoo transformer was trained at); those the inputs have."""
+    import json
+
+    props = {p.key: p.value for p in model.metadata_props}
+    declared = json.loads(props.get("dltk.static_dims", "{}"))
+    present = {d for s in inputs for d in s.shape if isinstance(d, str)}
+    return {name: int(size) for name, size in declared.items() if name in present}
+
+
 def _batch_symbols(inputs) -> list[str]:
     return sorted({s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], str) and s.shape[0] != "?"})
 
 
-def _choose_engine(directory: Path, inputs, outputs, device: str, variants: dict[int, str], log) -> dict:
+def _choose_engine(directory: Path, inputs, outputs, device: str, variants: dict[int, str], static_dims, log) -> dict:
     from toolkit import engine
 
-    sessions = engine.candidates(directory, inputs, outputs, device, variants)
+    sessions = engine.candidates(directory, inputs, outputs, device, variants, static_dims)
     try:
-        return engine.measure_engines(sessions, engine.batches_to_measure(inputs, variants), log)
+        return engine.measure_engines(sessions, engine.batches_to_measure(inputs, variants), log, static_dims)
     except Exception as e:  # random feeds a model refuses (e.g. lengths out of range): keep TVM, say why
         return {"chosen": "tvm", "reason": f"not measured: {type(e).__name__}: {str(e).strip()[:120]}"}
 

@@ -26,6 +26,8 @@ from toolkit.versions import versions
 DEFAULT_OPSET = 18
 PARITY_SAMPLES = 32  # held-out inputs compared between PyTorch and ONNX Runtime
 BATCH_DIM = "batch"
+SEQUENCE_DIM = "sequence"
+STATIC_DIMS_KEY = "dltk.static_dims"  # symbolic dims -> the size compile's tuned static variants bind them to
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,10 @@ def to_onnx(loaded: LoadedModel, sample: tuple[torch.Tensor, ...], opset: int, d
     if dynamic:
         batch = torch.export.Dim(BATCH_DIM, min=1, max=1 << 16)
         dynamic_shapes = tuple(dict.fromkeys(dims, batch) for dims in spec.dynamic_dims())
+        if spec.sequence_dims:  # up to the trained length: position embeddings end there
+            sequence = torch.export.Dim(SEQUENCE_DIM, min=1, max=spec.max_sequence)
+            dynamic_shapes = tuple({**by_dim, **dict.fromkeys(dims, sequence)}
+                                   for by_dim, dims in zip(dynamic_shapes, spec.sequence_dims))
     # The exporter narrates each pass on stdout and warns about optional packages; keep
     # stdout for results (--json) and show the exporter's words only when it fails.
     chatter = io.StringIO()
@@ -131,6 +137,8 @@ def _add_metadata(proto: onnx.ModelProto, loaded: LoadedModel) -> None:
     }
     if loaded.spec.generation:
         props["dltk.generation"] = json.dumps(loaded.spec.generation)
+    if loaded.spec.sequence_dims:
+        props[STATIC_DIMS_KEY] = json.dumps({SEQUENCE_DIM: loaded.spec.max_sequence})
     del proto.metadata_props[:]
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)

@@ -15,7 +15,7 @@ import numpy as np
 
 from toolkit.errors import DltkError
 from toolkit.runtime.artifact import LIBRARY, Artifact
-from toolkit.runtime.spec import validate_feeds
+from toolkit.runtime.spec import validate_feeds, variant_entry
 from toolkit.timing import Block, Budget
 from toolkit.tune import RpcTarget
 
@@ -50,12 +50,10 @@ class RemoteTvmSession:
         self.device = artifact.device  # where: the run's env["remote"]
         self._names = [o.name for o in self.outputs]
         self._variants = {int(b): name for b, name in artifact.manifest.get("variants", {}).items()}
-        self._batch_input = next((s.name for s in self.inputs if s.shape and isinstance(s.shape[0], str)), None)
+        self._variant_dims = artifact.manifest.get("variant_dims") or {}
 
     def _entry(self, feeds) -> str:
-        if self._variants and self._batch_input is not None:
-            return self._variants.get(feeds[self._batch_input].shape[0], "main")
-        return "main"
+        return variant_entry(self._variants, self._variant_dims, self.inputs, feeds)
 
     def _args(self, feeds):
         return [self._tvm.runtime.tensor(np.ascontiguousarray(feeds[s.name]), self._dev) for s in self.inputs]

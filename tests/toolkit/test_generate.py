@@ -1,6 +1,7 @@
 """`dltk generate`: text from the GPT and images from the VAE, GAN and diffusion exports, sampled
 through the runtime (ONNX Runtime and the TVM artifact), never through PyTorch."""
 
+import json
 import struct
 import zlib
 
@@ -9,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import models
+from toolkit import runtime
 from toolkit.cli import cli
 from toolkit.compile import compile_model
 from toolkit.export import export_model
@@ -174,3 +176,20 @@ def test_no_cache_flag_and_onnx_file_use_the_decode_step_beside_it(gpt_decode_ar
     with_cache, without = CliRunner().invoke(cli, args), CliRunner().invoke(cli, [*args, "--no-cache"])
     assert with_cache.exit_code == 0 and without.exit_code == 0, with_cache.output + without.output
     assert with_cache.output == without.output
+
+
+def test_gpt_artifact_takes_any_sequence_length_up_to_the_context(gpt_artifact):
+    """The GPT is exported with a dynamic sequence; its one artifact was verified at several lengths."""
+    import onnxruntime as ort
+
+    context = models.get("gpt").generation["block_size"]
+    manifest = json.loads((gpt_artifact / "manifest.json").read_text())
+    assert manifest["inputs"][0]["shape"] == ["batch", "sequence"]
+    assert manifest["verification"]["status"] == "passed" and len(manifest["verification"]["symbolic_sizes"]) >= 3
+    compiled = runtime.load(gpt_artifact, backend="tvm")
+    reference = ort.InferenceSession(str(gpt_artifact.parent / "gpt.onnx"))
+    for length in (1, 7, context):
+        tokens = np.random.default_rng(length).integers(0, 20, (2, length)).astype(np.int64)
+        got = compiled.run({"tokens": tokens})["logits"]
+        assert got.shape == (2, length, len(models.get("gpt").generation["vocabulary"]))
+        np.testing.assert_allclose(got, reference.run(None, {"tokens": tokens})[0], atol=1e-4, rtol=1e-3)

@@ -16,7 +16,7 @@ from tvm import relax
 
 from toolkit.errors import DltkError
 from toolkit.runtime.artifact import LIBRARY, Artifact
-from toolkit.runtime.spec import TensorSpec, validate_feeds
+from toolkit.runtime.spec import TensorSpec, validate_feeds, variant_entry
 
 
 def tvm_device(device: str):
@@ -32,8 +32,9 @@ class TvmSession:
     backend = "tvm"
 
     def __init__(self, library, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str,
-                 variants: dict[int, str] | None = None):
-        """library: the path of a model.so, or an executable fresh from tvm.compile."""
+                 variants: dict[int, str] | None = None, variant_dims: dict[str, int] | None = None):
+        """library: the path of a model.so, or an executable fresh from tvm.compile.
+        variant_dims: other symbolic dims the variants bind, e.g. {"sequence": 64}."""
         self.inputs, self.outputs, self.device = inputs, outputs, device
         self._dev = tvm_device(device)
         is_path = isinstance(library, (str, Path))
@@ -41,8 +42,7 @@ class TvmSession:
         self.artifact_path = Path(library).parent if is_path else None
         self._names = [o.name for o in outputs]
         self._variants = dict(variants or {})
-        # The input whose first dimension is the (symbolic) batch picks the variant.
-        self._batch_input = next((s.name for s in inputs if s.shape and isinstance(s.shape[0], str)), None)
+        self._variant_dims = dict(variant_dims or {})
         # The VM keeps per-call state, so each thread gets its own over the shared library.
         self._local = threading.local()
 
@@ -55,7 +55,8 @@ class TvmSession:
                 f"compile it with --target {device}, or load it with device='{artifact.device}'",
             )
         variants = {int(b): name for b, name in artifact.manifest.get("variants", {}).items()}
-        return cls(artifact.file(LIBRARY), artifact.inputs, artifact.outputs, device, variants)
+        return cls(artifact.file(LIBRARY), artifact.inputs, artifact.outputs, device, variants,
+                   artifact.manifest.get("variant_dims"))
 
     def virtual_machine(self) -> relax.VirtualMachine:
         """A fresh VM over the library, on this session's device (the profiler instruments its own)."""
@@ -72,10 +73,8 @@ class TvmSession:
         return function
 
     def entry_for(self, feeds: dict[str, np.ndarray]) -> str:
-        """The function that serves these feeds: a static variant for its batch, else main."""
-        if self._variants and self._batch_input is not None:
-            return self._variants.get(feeds[self._batch_input].shape[0], "main")
-        return "main"
+        """The function that serves these feeds: a static variant for its shape, else main."""
+        return variant_entry(self._variants, self._variant_dims, self.inputs, feeds)
 
     @staticmethod
     def set_threads(threads: int | None) -> None:
