@@ -35,7 +35,10 @@ BENCH_ARGS ?= --backend torch,ort,tvm --batch 1,8 --scenario single-stream
 bench: $(INSTALLED)
 	$(DLTK) bench --zoo $(BENCH_ARGS)
 
+# Lint (ruff; the config is in pyproject.toml), then the tests (tests/test_layers.py checks the import layers).
+LINTED := toolkit models tests benchmarks deploy
 test: $(INSTALLED)
+	$(BIN)/python -m ruff check $(LINTED)
 	$(BIN)/python -m pytest -q
 
 clean:

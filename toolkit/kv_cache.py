@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import DltkError
+from toolkit import runtime
+from toolkit.errors import CheckFailed, DltkError
+from toolkit.parity import compare_outputs
 
 SUFFIX = ".decode"
 INPUTS = ("token", "position", "keys", "values")
@@ -39,9 +41,7 @@ def export_decode_step(loaded, output, opset: int, atol: float, rtol: float, wri
     """
     import torch
 
-    from toolkit.compare import compare_outputs
-    from toolkit.errors import CheckFailed
-    from toolkit.runtime.ort import OrtSession
+    from toolkit.runtime.ort import OrtSession  # onnxruntime, loaded when a step is exported
 
     if loaded.spec.decode_step is None:
         return None
@@ -117,7 +117,6 @@ class CachedDecoder:
 
 def open_decoder(path, backend: str | None, device: str, context: int) -> CachedDecoder | None:
     """The decode step beside `path` on the same kind of runtime, or None when there is none."""
-    from toolkit import runtime
 
     companion = decode_path(path)
     if not companion.exists():

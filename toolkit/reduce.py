@@ -28,9 +28,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from toolkit.compare import ATOL, RTOL, compare_outputs
+from toolkit import compile as compiler
 from toolkit.errors import DltkError
-from toolkit.onnx_file import input_specs, output_specs
+from toolkit.files import write_atomically
+from toolkit.onnx_file import input_specs, load_onnx, output_specs
+from toolkit.parity import ATOL, RTOL, compare_outputs
+from toolkit.reference import ReferenceSession
+from toolkit.runtime.ort import OrtSession
+from toolkit.runtime.spec import random_feeds
+from toolkit.target import device_of, resolve_target
 
 MODES = ("import", "compile", "diverge")
 SEED = 0
@@ -55,7 +61,6 @@ class Reduction:
 def reduce_model(model: onnx.ModelProto, mode: str | None = None, target: str | dict = "cpu",
                  atol: float = ATOL, rtol: float = RTOL, log=lambda line: None) -> Reduction:
     """The smallest subgraph of `model` that fails as `mode` says (see the module's docstring)."""
-    from toolkit.target import resolve_target
 
     if mode is not None and mode not in MODES:
         raise DltkError(f"unknown mode '{mode}'", f"use one of {', '.join(MODES)}")
@@ -166,7 +171,6 @@ class _Graph:
 
     def feeds_for(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
         """The cut graph's inputs, with the values the whole model computed (random where unknown)."""
-        from toolkit.runtime.spec import random_feeds
 
         specs = input_specs(model)
         feeds = random_feeds(specs, seed=SEED)
@@ -189,14 +193,12 @@ class _Checker:
     """Runs one subgraph through TVM and says whether, and how, it fails."""
 
     def __init__(self, target: dict, atol: float, rtol: float):
-        from toolkit.target import device_of
 
         self.target, self.device, self.atol, self.rtol = target, device_of(target), atol, rtol
         self.count = 0
 
     def failure(self, model: onnx.ModelProto, feeds_for, mode: str | None) -> tuple[str, str] | None:
         """(mode, reason) of the first failure looked for, or None when the subgraph passes."""
-        from toolkit import compile as compiler
         from toolkit.runtime.tvm import TvmSession
 
         self.count += 1
@@ -226,8 +228,6 @@ class _Checker:
 
 
 def _reference_session(model: onnx.ModelProto):
-    from toolkit.reference import ReferenceSession
-    from toolkit.runtime.ort import OrtSession
 
     try:
         return OrtSession(model.SerializeToString())
@@ -240,7 +240,6 @@ def _reference_session(model: onnx.ModelProto):
 
 def _all_values(model: onnx.ModelProto, log) -> dict[str, np.ndarray]:
     """Every node output's value on one random input, from ONNX Runtime or the ONNX reference; {} when neither runs."""
-    from toolkit.runtime.spec import random_feeds
 
     extended = onnx.ModelProto()
     extended.CopyFrom(model)
@@ -291,8 +290,6 @@ def _first_line(e: Exception) -> str:
 def reduce_file(path, output=None, mode: str | None = None, target: str | dict = "cpu",
                 atol: float = ATOL, rtol: float = RTOL, log=lambda line: None) -> tuple[Reduction, Path]:
     """Reduce the ONNX file at `path`; write the subgraph to `output` (default: NAME.reduced.onnx here)."""
-    from toolkit.files import write_atomically
-    from toolkit.onnx_file import load_onnx
 
     path = Path(path)
     output = Path(output) if output else Path(f"{path.stem}.reduced.onnx")

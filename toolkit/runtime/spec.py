@@ -73,22 +73,6 @@ def _shape_fits(expected, given, bound: dict[str, int]) -> bool:
     return True
 
 
-def variant_entry(variants: dict[int, str], variant_dims: dict[str, int], specs: list[TensorSpec],
-                  feeds: dict[str, np.ndarray]) -> str:
-    """The function of a compiled artifact that serves these feeds: the static variant for their
-    batch (the first input's first, symbolic dim) when every dim the variants bind (variant_dims,
-    e.g. {"sequence": 64}) has that size in the feeds; else the dynamic "main"."""
-    batch_input = next((s.name for s in specs if s.shape and isinstance(s.shape[0], str)), None)
-    if not variants or batch_input is None:
-        return "main"
-    name = variants.get(feeds[batch_input].shape[0], "main")
-    for spec in specs if name != "main" else ():
-        for axis, dim in enumerate(spec.shape):
-            if dim in variant_dims and feeds[spec.name].shape[axis] != variant_dims[dim]:
-                return "main"
-    return name
-
-
 def random_feeds(specs: list[TensorSpec], dims: dict[str, int] | None = None, seed: int = 0):
     """Random inputs; symbolic dims take their size from `dims`, else 1."""
     rng = np.random.default_rng(seed)

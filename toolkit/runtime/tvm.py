@@ -16,7 +16,8 @@ from tvm import relax
 
 from toolkit.errors import DltkError
 from toolkit.runtime.artifact import LIBRARY, Artifact
-from toolkit.runtime.spec import TensorSpec, validate_feeds, variant_entry
+from toolkit.runtime.batch import variant_entry
+from toolkit.runtime.spec import TensorSpec, validate_feeds
 
 
 def tvm_device(device: str):

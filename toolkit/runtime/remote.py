@@ -14,10 +14,11 @@ import time
 import numpy as np
 
 from toolkit.errors import DltkError
+from toolkit.rpc import RpcTarget
 from toolkit.runtime.artifact import LIBRARY, Artifact
-from toolkit.runtime.spec import validate_feeds, variant_entry
+from toolkit.runtime.batch import variant_entry
+from toolkit.runtime.spec import validate_feeds
 from toolkit.timing import Block, Budget
-from toolkit.tune import RpcTarget
 
 
 class RemoteTvmSession:
