@@ -6,8 +6,8 @@
     sess.inputs, sess.outputs                   # [TensorSpec(name, shape, dtype)]
     out = sess.run({"input": x})                # {name: numpy array}, in the order of sess.outputs
 
-Importing this module pulls in neither torch nor TVM; TVM is imported when an artifact
-is loaded with the tvm backend.
+Importing this module pulls in neither torch nor TVM; loading an artifact with the tvm
+backend loads TVM's runtime library alone (toolkit.runtime.tvm_runtime), never its compiler.
 """
 
 from __future__ import annotations
