@@ -10,11 +10,11 @@ from pathlib import Path
 import onnx
 
 from toolkit import optimize, tvm_support
-from toolkit.errors import CheckFailed, DltkError
+from toolkit.errors import CheckFailed, DltkError, first_line
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
 from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.reference import Reference, choose_reference
-from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, open_artifact, staging, write_manifest
+from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, check_replaceable, open_artifact, staging, write_manifest
 from toolkit.runtime.batch import named_batch_symbols
 from toolkit.runtime.model_source import name_from, read_metadata
 from toolkit.runtime.ort import OrtSession
@@ -50,6 +50,7 @@ def compile_model(
     from toolkit.simplify import simplify
 
     start = time.perf_counter()
+    check_replaceable(output)  # before minutes of work, not after
     model = load_onnx(onnx_path)
     target = resolve_target(target)
     device = device_of(target)
@@ -110,8 +111,7 @@ def import_onnx(model: onnx.ModelProto):
     try:
         return from_onnx(model, keep_params_in_input=False)
     except Exception as e:  # the importer raises OpNotImplemented, TVMError, ValueError, ...
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DltkError(f"TVM cannot import this model: {message}", "see 'dltk inspect' for the ops TVM supports") from e
+        raise DltkError(f"TVM cannot import this model: {first_line(e)}", "see 'dltk inspect' for the ops TVM supports") from e
 
 
 def build(module, target: dict):
@@ -125,7 +125,7 @@ def build(module, target: dict):
             return tune.build(module, target)
         return tvm.compile(module, tvm.target.Target(target))
     except Exception as e:
-        raise CheckFailed(f"TVM failed to compile the model: {str(e).strip().splitlines()[0]}", "rerun with -v for the trace") from e
+        raise CheckFailed(f"TVM failed to compile the model: {first_line(e)}", "rerun with -v for the trace") from e
 
 
 def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: float, length_limits=None,

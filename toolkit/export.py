@@ -15,9 +15,10 @@ import onnx
 import torch
 
 from toolkit import kv_cache
-from toolkit.errors import CheckFailed, DltkError
-from toolkit.files import write_atomically
+from toolkit.errors import CheckFailed, DltkError, first_line
+from toolkit.files import check_output_file, write_atomically
 from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
+from toolkit.runtime.artifact import refuse_inside_artifact
 from toolkit.runtime.model_source import NAME_KEY
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import TensorSpec
@@ -58,6 +59,8 @@ def export_model(
     """
     if batch is not None and batch < 1:
         raise DltkError(f"--batch must be at least 1, got {batch}")
+    refuse_inside_artifact(output)
+    check_output_file(output)
     loaded = load_model(source)
     sample = loaded.spec.sample(batch or PARITY_SAMPLES)
     proto = to_onnx(loaded, sample, opset, dynamic=batch is None)
@@ -65,7 +68,7 @@ def export_model(
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as e:
-        raise CheckFailed(f"onnx.checker rejected the export: {str(e).splitlines()[0]}") from e
+        raise CheckFailed(f"onnx.checker rejected the export: {first_line(e)}") from e
     model_bytes = proto.SerializeToString()
     session = OrtSession(model_bytes)
     parity = compare_outputs(
@@ -115,7 +118,7 @@ def to_onnx(loaded: LoadedModel, sample: tuple[torch.Tensor, ...], opset: int, d
             )
     except Exception as e:
         raise DltkError(
-            f"torch.onnx.export failed for {spec.name}: {str(e).strip().splitlines()[0]}",
+            f"torch.onnx.export failed for {spec.name}: {first_line(e)}",
             "rerun with -v for the exporter's log" + ("; try a static --batch" if dynamic else ""),
         ) from e
     return program.model_proto

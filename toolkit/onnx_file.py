@@ -7,8 +7,8 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from toolkit.errors import DltkError
-from toolkit.runtime.spec import TensorSpec
+from toolkit.errors import DltkError, first_line
+from toolkit.runtime.spec import TensorSpec, check_input_dims
 
 _DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -37,7 +37,7 @@ def load_onnx(path) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
-        raise DltkError(f"{path} is not a valid ONNX model: {str(e).strip().splitlines()[0]}", "re-export it") from e
+        raise DltkError(f"{path} is not a valid ONNX model: {first_line(e)}", "re-export it") from e
     return model
 
 
@@ -54,7 +54,8 @@ def tensor_specs(values, skip: set[str] = frozenset()) -> list[TensorSpec]:
 
 
 def input_specs(model: onnx.ModelProto) -> list[TensorSpec]:
-    return tensor_specs(model.graph.input, skip={i.name for i in model.graph.initializer})
+    return check_input_dims(tensor_specs(model.graph.input, skip={i.name for i in model.graph.initializer}),
+                            model.graph.name or "the model")
 
 
 def output_specs(model: onnx.ModelProto) -> list[TensorSpec]:

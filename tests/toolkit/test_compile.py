@@ -155,3 +155,18 @@ def test_compile_names_every_op_tvm_cannot_import(tmp_path):
     assert "no TVM converter for 4 ops: Det (opset 18; node det), Scale (domain my.ops v2; 2 nodes, first scale_1), " \
            "Relu (domain my.ops v2; node my_relu), Loop (opset 18; node inner_loop)" in line
     assert not (tmp_path / "many.tvm").exists()
+
+
+@pytest.mark.parametrize("change, shape", [
+    (lambda m: m["inputs"][0].update(shape=["batch", 1, 4, 16]), (1, 1, 4, 16)),  # inputs that lie about shape
+    (lambda m: m.update(variants={"1": "main_b99"}), (1, 1, 8, 8)),  # a variant naming a missing function
+])
+def test_a_manifest_that_lies_about_its_library_is_a_usage_error(lenet_artifact, tmp_path, change, shape):
+    copy = tmp_path / "copy.tvm"
+    shutil.copytree(lenet_artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    change(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    session = runtime.load(copy, backend="tvm")
+    with pytest.raises(DltkError, match="cannot run these inputs.*recompile the artifact"):
+        session.run({"input": np.zeros(shape, np.float32)})
