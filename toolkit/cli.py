@@ -425,13 +425,15 @@ def _threads_list(ctx, param, value):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON ('-' for stdout).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write results as CSV.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG: latency against batch, and its distribution.")
+@click.option("--precision", "precisions", default="fp32", show_default=True, callback=_name_list,
+              help="Comma-separated: fp32, int8 (static QDQ), int8-dynamic, fp16; reduced copies run on ort and tvm beside fp32.")
 @click.option("--rpc-tracker", metavar="HOST:PORT", help="Run ARTIFACT on a remote device through a TVM RPC tracker, timed there.")
 @click.option("--rpc-key", help="The device key registered with the RPC tracker.")
 @verbose_option
 @click.pass_context
 def bench(ctx, source, zoo, output, note, backends, batches, threads, device, scenarios, target_qps, p99_bound,
           samples_per_query, ort_opt, ort_providers, warmup, min_iterations, min_seconds, max_seconds, repeats,
-          json_path, csv_path, plot_path, rpc_tracker, rpc_key):
+          json_path, csv_path, plot_path, precisions, rpc_tracker, rpc_key):
     """Measure latency per backend, batch size and thread count, side by side in one run."""
     from toolkit import bench as benchmark
     from toolkit.bench import output as results
@@ -448,6 +450,7 @@ def bench(ctx, source, zoo, output, note, backends, batches, threads, device, sc
                                 max_seconds=max_seconds, repeats=repeats),
         server=benchmark.ServerSettings(target_qps=target_qps, p99_bound_ms=p99_bound),
         samples_per_query=samples_per_query, ort=benchmark.OrtOptions(ort_opt, ort_providers), rpc=rpc,
+        precisions=precisions,
     )
     if zoo:
         from toolkit.bench.suite import run_zoo

@@ -184,11 +184,14 @@ def reduce(model: onnx.ModelProto, mode: str, feeds: list[dict], per_channel: bo
     """The reduced model, made by ONNX Runtime's tools; op_types limits int8 to those node types."""
     if mode == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
+        from onnxruntime.transformers.onnx_model import OnnxModel
 
         blocked = sorted({n.op_type for n in model.graph.node} - set(op_types)) if op_types is not None else None
         # keep_io_types: the model still takes and returns fp32, so every caller and server works unchanged
-        return convert_float_to_float16(onnx.ModelProto.FromString(model.SerializeToString()), keep_io_types=True,
-                                        op_block_list=blocked)
+        half = OnnxModel(convert_float_to_float16(onnx.ModelProto.FromString(model.SerializeToString()),
+                                                  keep_io_types=True, op_block_list=blocked))
+        half.topological_sort()  # the converter appends the input casts last; onnx.checker wants them first
+        return half.model
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -296,8 +299,31 @@ def seven_bit_weights() -> bool:
     return not ({"avx512_vnni", "avx_vnni"} & set(flags))
 
 
-def read_precision(model: onnx.ModelProto) -> str:
-    return {p.key: p.value for p in model.metadata_props}.get("dltk.precision", "fp32")
+def reduced_copy(onnx_path, precision: str, directory: Path, log=lambda line: None) -> Path:
+    """`onnx_path` reduced to a precision `dltk bench` names (int8, int8-dynamic, fp16), made once and
+    cached by content in `directory`. No gate: a benchmark shows the metric beside the latency."""
+    import hashlib
+
+    import toolkit
+
+    modes = {name: mode for mode, name in PRECISION.items()}
+    if precision not in modes:
+        raise DltkError(f"unknown precision '{precision}'", f"use any of fp32, {', '.join(modes)}")
+    digest = hashlib.sha256(Path(onnx_path).read_bytes() + toolkit.__version__.encode()).hexdigest()[:16]
+    path = Path(directory) / f"{digest}-{precision}.onnx"
+    if not path.is_file():
+        log(f"reducing {onnx_path} to {precision} into {path}")
+        quantize_model(onnx_path, path, QuantizeOptions(mode=modes[precision], force=True, per_op_report=False))
+    return path
+
+
+def model_metric(onnx_path) -> dict[str, float] | None:
+    """{metric: value} of a zoo export on its held-out data through ONNX Runtime, None for other models."""
+    spec, _ = zoo_spec(load_onnx(onnx_path))
+    if spec is None:
+        return None
+    value, _ = held_out_metric(OrtSession(Path(onnx_path)), spec)
+    return None if value is None else {spec.metric: value}
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -104,9 +104,11 @@ def test_cli_writes_and_prints_the_report(lenet_onnx, tmp_path):
     assert report["precision"] == "int8" and report["metric"]["name"] == "accuracy"
     assert [c["op_type"] for c in report["per_op"]] == ["Conv"]  # Gemm was excluded
     graph = onnx.load(str(out)).graph
-    gemm_inputs = {i for n in graph.node if n.op_type == "Gemm" for i in n.input}
-    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    assert gemm_inputs and not gemm_inputs & dequantized  # the Gemms read fp32 tensors
+    initializers = {t.name: t.data_type for t in graph.initializer}
+    gemm_weights = [n.input[1] for n in graph.node if n.op_type == "Gemm"]
+    conv_weights = [n.input[1] for n in graph.node if n.op_type == "Conv"]
+    assert gemm_weights and all(initializers.get(w) == onnx.TensorProto.FLOAT for w in gemm_weights)
+    assert conv_weights and not any(w in initializers for w in conv_weights)  # Conv reads dequantized int8
 
 
 @pytest.mark.parametrize("args, message", [
