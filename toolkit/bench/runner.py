@@ -136,7 +136,8 @@ def measure_subject(subject, plan: Plan, log) -> list[Measured]:
 def result_warnings(results: list[dict]) -> list[str]:
     """One line per kind of trouble, naming the results it touches."""
     def where(r):
-        return f"{r['model']} {r['backend']} {r['scenario']} b{r['batch']}"
+        precision = f" {r['precision']}" if "precision" in r else ""
+        return f"{r['model']} {r['backend']}{precision} {r['scenario']} b{r['batch']}"
 
     noisy = [f"{where(r)} ({r['cov']:.0%})" for r in results if r["cov"] > HIGH_COV]
     unsteady = [f"{where(r)} ({r['run_cov']:.0%})" for r in results if r.get("run_cov", 0.0) > HIGH_RUN_COV]
