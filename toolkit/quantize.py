@@ -181,17 +181,30 @@ def quantize_model(source, output, options: QuantizeOptions = QuantizeOptions(),
 
 def reduce(model: onnx.ModelProto, mode: str, feeds: list[dict], per_channel: bool = False,
            op_types: list[str] | None = None) -> onnx.ModelProto:
-    """The reduced model, made by ONNX Runtime's tools; op_types limits int8 to those node types."""
-    if mode == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-        from onnxruntime.transformers.onnx_model import OnnxModel
+    """The reduced model, made by ONNX Runtime's tools; op_types limits the reduction to those node types."""
+    try:
+        return _half(model, op_types) if mode == "fp16" else _quantize(model, mode, feeds, per_channel, op_types)
+    except DltkError:
+        raise
+    except Exception as e:  # ONNX Runtime's tools raise plain exceptions on graphs they cannot handle
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckFailed(f"ONNX Runtime's {PRECISION[mode]} conversion failed: {first}",
+                          "try --exclude on the op type it names, or another --mode") from e
 
-        blocked = sorted({n.op_type for n in model.graph.node} - set(op_types)) if op_types is not None else None
-        # keep_io_types: the model still takes and returns fp32, so every caller and server works unchanged
-        half = OnnxModel(convert_float_to_float16(onnx.ModelProto.FromString(model.SerializeToString()),
-                                                  keep_io_types=True, op_block_list=blocked))
-        half.topological_sort()  # the converter appends the input casts last; onnx.checker wants them first
-        return half.model
+
+def _half(model: onnx.ModelProto, op_types) -> onnx.ModelProto:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    blocked = sorted({n.op_type for n in model.graph.node} - set(op_types)) if op_types is not None else None
+    # keep_io_types: the model still takes and returns fp32, so every caller and server works unchanged
+    half = OnnxModel(convert_float_to_float16(onnx.ModelProto.FromString(model.SerializeToString()),
+                                              keep_io_types=True, op_block_list=blocked))
+    half.topological_sort()  # the converter appends the input casts last; onnx.checker wants them first
+    return half.model
+
+
+def _quantize(model: onnx.ModelProto, mode: str, feeds: list[dict], per_channel: bool, op_types) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
