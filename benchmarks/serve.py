@@ -93,16 +93,16 @@ def run_model(model: str, onnx_path: Path, duration: float, threads: int, rounds
             for clients in CLIENTS:
                 runs.setdefault(("in-process", clients), []).append(
                     load_in_process(session, model, concurrency=clients, duration=duration).to_json())
-            for setup, (process, url) in servers.items():
+            for setup, (_process, url) in servers.items():
                 for clients in CLIENTS:
                     runs.setdefault((setup, clients), []).append(_load_with_batches(url, concurrency=clients, duration=duration))
             # One Poisson rate for both servers: 70% of what the unbatched server managed with 16 clients.
             rate = rate or max(10.0, round(0.7 * runs[(next(iter(SERVERS)), CLIENTS[-1])][0]["qps"], -1))
-            for setup, (process, url) in servers.items():
+            for setup, (_process, url) in servers.items():
                 runs.setdefault((setup, "poisson"), []).append(_load_with_batches(url, rate=rate, duration=duration))
             log(f"{model}: round {round_number + 1} of {rounds} done")
     finally:
-        for process, url in servers.values():
+        for process, _url in servers.values():
             process.terminate()
             process.wait(60)
     rows = []

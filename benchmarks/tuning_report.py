@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/tuning_report.py mlp lenet --out benchmarks/results/amd-epyc-2c
 
 Each zoo model is exported once, compiled twice for this CPU (without any tuning records, and
-with the records under benchmarks/tuning/ for this target), and the three engines are measured
+with the records under toolkit/shipped_records/ for this target), and the three engines are measured
 with `toolkit.bench.single_stream` in blocks at batch 1 and 8. The TVM sessions are the
 compiled code itself (backend "tvm"), never the engine choice.
 """
@@ -20,11 +20,10 @@ from toolkit import bench
 from toolkit.compile import compile_model
 from toolkit.export import export_model
 from toolkit.profile import profile_artifact
-from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.artifact import open_artifact
+from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.tvm import TvmSession
 from toolkit.tune import TuneOptions
-
 
 PROFILE_RUNS = 20
 TOP_KERNELS = 4  # per model and batch in the "where the time goes" table
@@ -87,7 +86,7 @@ def markdown(report: dict, tuning: dict[str, dict], profiles: list[dict]) -> str
         "",
         "p50 latency in ms, single-stream, measured side by side in one run (blocks per engine).",
         "`tvm-untuned`: TVM's default CPU pipeline; `tvm-tuned`: the records shipped in",
-        "`benchmarks/tuning/` applied to static batch-1 and batch-8 variants. Ratio = p50 / ONNX Runtime's p50",
+        "`toolkit/shipped_records/` applied to static batch-1 and batch-8 variants. Ratio = p50 / ONNX Runtime's p50",
         "(below 1.00 is faster than ONNX Runtime; 0.95-1.05 is a tie on this machine).",
         "",
         "| model | batch | ort | tvm-untuned | tvm-tuned | untuned / ort | tuned / ort |",

@@ -26,10 +26,10 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from toolkit import bench, runtime  # noqa: E402
-from toolkit.compare import compare_outputs  # noqa: E402
 from toolkit.compile import compile_model  # noqa: E402
 from toolkit.export import export_model  # noqa: E402
 from toolkit.inspect import inspect_path  # noqa: E402
+from toolkit.parity import compare_outputs  # noqa: E402
 from toolkit.runtime.torch import TorchSession  # noqa: E402
 from toolkit.train import load_model, train_model  # noqa: E402
 
@@ -94,7 +94,9 @@ def markdown(rows: list[dict], env: dict) -> str:
         m, p, lat = r["metric"], r["parity"], r["latency_ms_batch1_p50"]
         ops = sorted(r["onnx_ops"], key=lambda op: -r["onnx_ops"][op])
         shown = ", ".join(ops[:6]) + (f" +{len(ops) - 6}" if len(ops) > 6 else "")
-        verdict = lambda b: f"{'yes' if p[b]['passed'] else 'NO'} ({p[b]['max_abs_error']:.0e})"  # noqa: E731
+        def verdict(backend, p=p):
+            return f"{'yes' if p[backend]['passed'] else 'NO'} ({p[backend]['max_abs_error']:.0e})"
+
         lines.append(
             f"| `{r['name']}` | {r['parameters']:,} | {r['dataset']} | {m['name']} {m['value']:.4g} "
             f"({m['epochs']}, {m['train_seconds']:.0f} s) | {shown} | {verdict('ort')} | {verdict('tvm')} | "

@@ -45,7 +45,7 @@ def rpc_device():
     from tvm import rpc
     from tvm.rpc.tracker import Tracker
 
-    from toolkit.tune import RpcTarget
+    from toolkit.rpc import RpcTarget
 
     tracker = Tracker(host="127.0.0.1", port=9190, port_end=9290, silent=True)
     server = rpc.Server(host="127.0.0.1", port=9300, port_end=9400, key=RPC_KEY,

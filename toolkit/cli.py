@@ -84,12 +84,29 @@ class DltkGroup(click.Group):
         except Exception as e:  # a bug in dltk or a library under it
             if _verbose:
                 traceback.print_exc()
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            click.echo(f"error: {type(e).__name__}: {first} (rerun with -v for the traceback)", err=True)
-            code = 1
+            package = _full_toolkit_package(e)
+            if package:
+                click.echo(f"error: this command needs {package}, which the runtime-only install leaves out "
+                           "(pip install 'dltk[full]')", err=True)
+                code = 2
+            else:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                click.echo(f"error: {type(e).__name__}: {first} (rerun with -v for the traceback)", err=True)
+                code = 1
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+# Top-level modules of the "full" extra's packages: `pip install dltk` (the runtime) leaves them out.
+_FULL_TOOLKIT = {"torch", "onnx", "onnxscript", "onnxslim", "rich", "sklearn", "networkx"}
+
+
+def _full_toolkit_package(error: Exception) -> str | None:
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        package = error.name.split(".")[0]
+        return package if package in _FULL_TOOLKIT else None
+    return None
 
 
 @click.group(cls=DltkGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -263,13 +280,16 @@ def _engine_line(engine: dict | None) -> str:
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Artifact directory to write.")
 @click.option("--target", default="cpu", show_default=True, help="cpu, cuda, or a TVM target as JSON.")
 @click.option("--tune", "tune_now", is_flag=True, help="Tune the kernels with MetaSchedule (records saved in --db).")
-@click.option("--trials", type=click.IntRange(min=1), default=64, show_default=True, help="Measured candidates in all, counting records already in the database.")
+@click.option("--trials", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Measured candidates in all, counting records already in the database.")
 @click.option("--time-budget", help="Stop tuning after this long, e.g. 90s, 10m (rerun to continue).")
-@click.option("--db", type=click.Path(file_okay=False), help="Tuning database directory [default: the dltk cache]; its records are applied even without --tune.")
-@click.option("--tune-batch", "tune_batches", default="1,8", show_default=True, callback=lambda c, p, v: _int_list(c, p, v), help="Batch sizes that get tuned static variants (dynamic-batch models).")
+@click.option("--db", type=click.Path(file_okay=False),
+              help="Tuning database directory [default: the dltk cache]; its records are applied even without --tune.")
+@click.option("--tune-batch", "tune_batches", default="1,8", show_default=True, callback=lambda c, p, v: _int_list(c, p, v),
+              help="Batch sizes that get tuned static variants (dynamic-batch models).")
 @click.option("--rpc-tracker", metavar="HOST:PORT", help="Measure tuning candidates on a remote device through a TVM RPC tracker.")
 @click.option("--rpc-key", help="The device key registered with the RPC tracker.")
-@click.option("--no-shipped-records", is_flag=True, help="Do not apply the tuning records shipped with dltk (benchmarks/tuning/).")
+@click.option("--no-shipped-records", is_flag=True, help="Do not apply the tuning records shipped with dltk (toolkit/shipped_records/).")
 @click.option("--no-engine-choice", is_flag=True, help="Do not measure ONNX Runtime against TVM; the artifact runs TVM.")
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Verification tolerance, absolute.")
 @click.option("--rtol", type=float, default=1e-3, show_default=True, help="Verification tolerance, relative.")
@@ -437,7 +457,7 @@ def bench(ctx, source, zoo, output, note, backends, batches, threads, device, sc
     """Measure latency per backend, batch size and thread count, side by side in one run."""
     from toolkit import bench as benchmark
     from toolkit.bench import output as results
-    from toolkit.tune import rpc_target
+    from toolkit.rpc import rpc_target
 
     if bool(source) == zoo:
         raise DltkError("give a model to benchmark or --zoo, not both or neither", "see 'dltk bench --help'")
@@ -502,7 +522,7 @@ def compare(source, backends, batch, device, atol, rtol, per_layer, as_json):
 
 
 def _histogram_lines(diff) -> list[str]:
-    from toolkit.compare import ERROR_BINS
+    from toolkit.parity import ERROR_BINS
 
     widest = max(diff.histogram, default=0) or 1
     return [f"      |err| {label:>7} {count:>8}  {'#' * round(24 * count / widest)}"
@@ -551,7 +571,8 @@ def _layer_lines(result) -> list[str]:
 @verbose_option
 def serve(models, host, port, max_batch_size, max_delay_ms, max_body_mb, backend, device, threads):
     """Serve models over the Open Inference Protocol v2 (KServe / Triton REST) until Ctrl-C or SIGTERM."""
-    from toolkit.serve import BatchPolicy, serve as run_server
+    from toolkit.serve import BatchPolicy
+    from toolkit.serve import serve as run_server
 
     policy = BatchPolicy(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms)
     run_server(list(models), host=host, port=port, policy=policy, max_body_bytes=int(max_body_mb * 2**20),

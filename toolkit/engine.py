@@ -10,11 +10,13 @@ This is a safety net: `dltk bench --backend tvm` always measures the TVM code it
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 import numpy as np
 
+from toolkit.runtime.batch import batch_dims, fixed_batch
 from toolkit.runtime.spec import TensorSpec, random_feeds
 from toolkit.timing import Budget, measure
 
@@ -27,10 +29,10 @@ def measure_engines(sessions: dict, batches: list[int], log=lambda line: None) -
     specs = next(iter(sessions.values())).inputs
     latencies: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batches} for name in sessions}
     for batch in batches:
-        feeds = random_feeds(specs, _batch_dims(specs, batch))
+        feeds = random_feeds(specs, batch_dims(specs, batch))
         for _ in range(ROUNDS):
             for name, session in sessions.items():
-                latencies[name][batch] += measure(lambda: session.run(feeds), BUDGET)
+                latencies[name][batch] += measure(functools.partial(session.run, feeds), BUDGET)
     p50 = {name: {str(b): float(np.median(v)) for b, v in per_batch.items()} for name, per_batch in latencies.items()}
     score = {name: math.exp(np.mean([math.log(ms) for ms in per_batch.values()])) for name, per_batch in p50.items()}
     chosen = min(score, key=score.get)
@@ -63,11 +65,7 @@ def candidates(directory: Path, inputs: list[TensorSpec], outputs: list[TensorSp
 
 
 def batches_to_measure(inputs: list[TensorSpec], variants: dict[int, str]) -> list[int]:
-    fixed = [s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], int)]
-    if fixed and not any(s.shape and isinstance(s.shape[0], str) for s in inputs):
-        return [fixed[0]]
+    fixed = fixed_batch(inputs)
+    if fixed is not None:
+        return [fixed]
     return sorted(variants) or [1, 8]
-
-
-def _batch_dims(specs: list[TensorSpec], batch: int) -> dict[str, int]:
-    return {s.shape[0]: batch for s in specs if s.shape and isinstance(s.shape[0], str)}

@@ -11,7 +11,7 @@ Records live in a MetaSchedule JSON database, one directory per target (`DB/<tar
 because MetaSchedule matches records by workload alone, not by target. Tuning counts the
 records a database already holds for the model's kernels against `--trials`, so a second
 run continues an interrupted one and a finished one is not tuned again. Records shipped
-under `benchmarks/tuning/<target key>/` are applied when they match.
+under `toolkit/shipped_records/<target key>/` are applied when they match (toolkit/records.py).
 
 Each kernel's first record is its default schedule, measured like any candidate, so a tuned
 schedule replaces the default only where it measured faster (MetaSchedule's space for small
@@ -30,21 +30,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit import paths
 from toolkit.errors import DltkError
+from toolkit.records import ShippedRecords, shipped_for, target_key
+from toolkit.rpc import RpcTarget, rpc_target
 
 DEFAULT_BATCHES = (1, 8)
 TRIALS_PER_ROUND = 16  # candidates measured per kernel per round, as MetaSchedule's default batch
 DEFAULT_SCHEDULE_BLOCK = ("root", "main")  # the default schedule's record looks this block up, nothing more
-SHIPPED = Path(__file__).resolve().parents[1] / "benchmarks" / "tuning"
-
-
-@dataclass(frozen=True)
-class RpcTarget:
-    """A device measured through TVM's RPC tracker, as tvmc's --rpc-tracker/--rpc-key."""
-
-    host: str
-    port: int
-    key: str
 
 
 @dataclass(frozen=True)
@@ -58,7 +51,7 @@ class TuneOptions:
     # random samples of the design space, much cheaper per batch, for smoke tests.
     strategy: str = "evolutionary"
     rpc: RpcTarget | None = None
-    shipped: bool = True  # apply the records shipped under benchmarks/tuning/ when they match
+    shipped: bool = True  # apply the records shipped under toolkit/shipped_records/ when they match
 
 
 @dataclass
@@ -71,17 +64,6 @@ class Prepared:
     manifest: dict | None = None  # what the artifact's manifest records under "tuning"
 
 
-def target_key(target: dict) -> str:
-    """A directory name for a target's records: llvm-znver3-2c, cuda-sm_90."""
-    if target["kind"] == "cuda":
-        return f"cuda-{target.get('arch', 'unknown')}"
-    return f"{target['kind']}-{target.get('mcpu', 'generic')}-{target.get('num-cores', 0)}c"
-
-
-def default_db_root() -> Path:
-    from toolkit.bench import cache_dir  # noqa: PLC0415 (the cache path is bench's; no other import)
-
-    return cache_dir() / "tuning"
 
 
 def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions, log=lambda line: None) -> Prepared:
@@ -107,13 +89,16 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
 
     key = target_key(target)
     user_dir = user_db_path(options, target)
+    shipped = shipped_for(target) if options.shipped else []
+    exact_shipped = next((s for s in shipped if s.exact), None)
+    foreign = [s for s in shipped if not s.exact]
     # The default database (the dltk cache) is read whenever it exists: a plain compile reuses
-    # what an earlier `--tune` without --db recorded.
+    # what an earlier `--tune` without --db recorded (and foreign records measured here).
     has_records = (user_dir / "database_workload.json").is_file()
-    user_db = _open_db(user_dir) if (options.trials or options.db or has_records) else None
-    shipped_dir = SHIPPED / key
-    use_shipped = options.shipped and (shipped_dir / "database_workload.json").is_file()
-    shipped_db = _open_db(shipped_dir) if use_shipped else None
+    user_db = _open_db(user_dir) if (options.trials or options.db or has_records or foreign) else None
+    shipped_db = _open_db(exact_shipped.directory) if exact_shipped else None
+    foreign_report = _adopt_foreign_records(tasks, foreign, [d for d in (user_db, shipped_db) if d], user_db,
+                                            tvm_target, log) if foreign and tasks else None
     databases = [d for d in (user_db, shipped_db) if d is not None]
 
     trials_run, seconds = 0, 0.0
@@ -142,7 +127,8 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
         manifest = {
             "target_key": key,
             "database": str(user_dir) if user_db is not None else None,
-            "shipped_records": str(shipped_dir.relative_to(SHIPPED.parent.parent)) if shipped_db is not None else None,
+            "shipped_records": exact_shipped.key if shipped_db is not None else None,
+            "foreign_records": foreign_report,
             "static_batches": sorted(kept),
             "kernels": len(tasks),
             "kernels_with_records": len(covered),
@@ -150,13 +136,13 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
             "trials_run": trials_run,
             "tuning_seconds": round(seconds, 1),
             "cost_model": options.cost_model if trials_run else None,
-            "measured_on": f"rpc {options.rpc.key}@{options.rpc.host}:{options.rpc.port}" if options.rpc else "local",
+            "measured_on": str(options.rpc) if options.rpc else "local",
         }
     return Prepared(module, database, kept, manifest)
 
 
 def user_db_path(options: TuneOptions, target: dict) -> Path:
-    return (options.db or default_db_root()) / target_key(target)
+    return (options.db or paths.tuning_db_root()) / target_key(target)
 
 
 def fuse(module, tvm_target):
@@ -286,9 +272,7 @@ def _tune(tasks, done: list[int], remaining: int, tvm_target, database, options:
             if not progressed:  # every kernel's search space is exhausted
                 break
     finally:
-        runner_pool = getattr(runner, "pool", None)
-        if runner_pool is not None:
-            runner_pool.shutdown()
+        _shutdown(runner)
     if time.perf_counter() >= deadline:
         log(f"tuning: time budget of {_clock(options.time_budget_s)} spent after {run} trials; rerun to continue")
     return run
@@ -302,16 +286,23 @@ def _record_default_schedule(task, tvm_target, builder, runner, database) -> int
     batches. With the default in the database a tuned schedule applies only where it is faster.
     """
     from tvm.s_tir import Schedule
+
+    schedule = Schedule(task.dispatched[0])
+    # A record needs one instruction in its trace; looking a block up changes nothing.
+    schedule.get_sblock(*DEFAULT_SCHEDULE_BLOCK)
+    return _measure_and_commit(task, schedule, tvm_target, builder, runner, database)
+
+
+def _measure_and_commit(task, schedule, tvm_target, builder, runner, database) -> int:
+    """Build and time a scheduled kernel here; commit it to the database as a record (1 if kept)."""
     from tvm.s_tir import meta_schedule as ms
 
     workload = task.dispatched[0]
-    schedule = Schedule(workload)
-    # A record needs one instruction in its trace; looking a block up changes nothing.
-    schedule.get_sblock(*DEFAULT_SCHEDULE_BLOCK)
     (built,) = builder.build([ms.builder.BuilderInput(schedule.mod, tvm_target)])
     if built.error_msg:
         return 0
-    args_info = ms.arg_info.ArgInfo.from_prim_func(workload["main"])
+    # A schedule that pre-packs weights takes them in its own layout: its arguments, not the workload's.
+    args_info = ms.arg_info.ArgInfo.from_entry_func(schedule.mod, remove_preproc=True)
     (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args_info)])
     result = future.result()
     if result.error_msg:
@@ -321,6 +312,67 @@ def _record_default_schedule(task, tvm_target, builder, runner, database) -> int
         ms.database.TuningRecord(schedule.trace, database.commit_workload(workload), seconds, tvm_target, args_info)
     )
     return 1
+
+
+def _adopt_foreign_records(tasks, foreign: list[ShippedRecords], local: list, database, tvm_target, log) -> dict | None:
+    """Records shipped for another CPU of a compatible family, measured here before they may apply.
+
+    For each kernel that no local database covers, the best record of the first compatible set
+    that has it is timed here beside the kernel's default schedule, and both go into `database`
+    (this target's own, in the dltk cache unless --db says otherwise): the faster one applies,
+    and later compiles find both measured and measure nothing again.
+    """
+    from tvm.s_tir import Schedule
+
+    opened = {source.key: _open_db(source.directory) for source in foreign}
+    todo = []
+    for task in tasks:
+        workload = task.dispatched[0]
+        if any(d.has_workload(workload) for d in local):
+            continue
+        for source in foreign:
+            record = _best_tuned_record(opened[source.key], task)
+            if record is not None:
+                todo.append((task, record, source))
+                break
+    if not todo:
+        return None
+    sources = sorted({source.key for _, _, source in todo})
+    try:
+        _require_tune_extra(TuneOptions(cost_model="random"))
+    except DltkError as e:
+        log(f"records shipped for {', '.join(sources)} not applied: measuring them here {e.message}")
+        return {"from": sources, "kernels": len(todo), "faster_here": 0, "skipped": e.message}
+    log(f"measuring {len(todo)} kernels' records shipped for {', '.join(sources)} against their defaults here")
+    _load_tensor_intrinsics(tvm_target)
+    builder, runner = _in_process_builder(), _runner(None)
+    faster = 0
+    try:
+        for task, record, _ in todo:
+            _record_default_schedule(task, tvm_target, builder, runner, database)
+            schedule = Schedule(task.dispatched[0])
+            record.trace.apply_to_schedule(schedule, remove_postproc=False)
+            if _measure_and_commit(task, schedule, tvm_target, builder, runner, database):
+                faster += _best_is_tuned(database, task)
+    finally:
+        _shutdown(runner)
+    return {"from": sources, "kernels": len(todo), "faster_here": faster}
+
+
+def _best_tuned_record(database, task):
+    """The fastest record that is not the default-schedule placeholder, or None."""
+    return next((r for r in _records(database, task) if not is_default_schedule(r.trace.as_json())), None)
+
+
+def _best_is_tuned(database, task) -> bool:
+    top = _records(database, task)[:1]
+    return bool(top) and not is_default_schedule(top[0].trace.as_json())
+
+
+def _shutdown(runner) -> None:
+    pool = getattr(runner, "pool", None)
+    if pool is not None:
+        pool.shutdown()
 
 
 def _has_default_record(database, task) -> bool:
@@ -546,14 +598,3 @@ def tune_options(trials: int, time_budget: str | None, db, batches, rpc_tracker:
         rpc=rpc,
         shipped=shipped,
     )
-
-
-def rpc_target(tracker: str | None, key: str | None) -> RpcTarget | None:
-    """`--rpc-tracker HOST:PORT --rpc-key KEY` as an RpcTarget; None when neither is given."""
-    if not tracker and not key:
-        return None
-    host, sep, port = (tracker or "").rpartition(":")
-    if not (tracker and key and sep and host and port.isdigit()):
-        raise DltkError("remote measurement needs both --rpc-tracker HOST:PORT and --rpc-key KEY",
-                        "e.g. --rpc-tracker 127.0.0.1:9190 --rpc-key board")
-    return RpcTarget(host, int(port), key)

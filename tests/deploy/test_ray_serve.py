@@ -7,9 +7,8 @@ import httpx
 import numpy as np
 import pytest
 
-from toolkit import runtime
-
 from tests.toolkit.serve.helpers import output_array, v2_request
+from toolkit import runtime
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 

@@ -11,9 +11,9 @@ import torch
 
 import models
 from toolkit import runtime
-from toolkit.compare import ATOL, RTOL
 from toolkit.compile import compile_model
 from toolkit.export import export_model
+from toolkit.parity import ATOL, RTOL
 from toolkit.train import load_model, train_model
 
 BATCHES = (1, 3, 8)

@@ -12,7 +12,7 @@ from google.protobuf import text_format
 from onnx import TensorProto, helper
 from tritonclient.grpc import model_config_pb2
 
-from toolkit.deploy import kserve_manifest, triton_config, describe, write_triton_repository
+from toolkit.deploy import describe, kserve_manifest, triton_config, write_triton_repository
 from toolkit.errors import DltkError
 
 

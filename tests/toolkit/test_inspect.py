@@ -1,5 +1,4 @@
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from toolkit.inspect import count_flops, graph_cost, inspect_model, inspect_path

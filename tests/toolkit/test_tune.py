@@ -9,7 +9,9 @@ import pytest
 from toolkit import runtime
 from toolkit.compile import compile_model
 from toolkit.errors import DltkError
-from toolkit.tune import SHIPPED, TuneOptions, is_default_schedule, parse_duration, target_key, tune_options
+from toolkit.paths import SHIPPED_RECORDS
+from toolkit.records import target_key
+from toolkit.tune import TuneOptions, is_default_schedule, parse_duration, tune_options
 
 # Random samples of the design space and no cost model: the cheapest search that still
 # builds, runs and records real candidates. Shipped records off: these tests start from nothing.
@@ -75,12 +77,12 @@ def test_shipped_records_apply_when_the_target_matches(mlp_onnx, tmp_path):
     from toolkit.target import host_cpu
 
     key = target_key(host_cpu())
-    if not (SHIPPED / key / "database_workload.json").is_file():
+    if not (SHIPPED_RECORDS / key / "database_workload.json").is_file():
         pytest.skip(f"no records shipped for this host's target {key}")
     artifact = compile_model(mlp_onnx, tmp_path / "m.tvm", tuning=TuneOptions(db=tmp_path / "empty"),
                              choose_engine=False).artifact
     tuning = artifact.manifest["tuning"]
-    assert tuning["shipped_records"] == f"benchmarks/tuning/{key}" and tuning["trials_run"] == 0
+    assert tuning["shipped_records"] == key and tuning["trials_run"] == 0
     assert tuning["kernels_with_records"] == tuning["kernels"]  # every static kernel of the MLP
     assert artifact.manifest["variants"] == {"1": "main_b1", "8": "main_b8"}
     # The shipped matmuls read pre-packed weights: the re-layout was folded at compile time.
@@ -145,3 +147,39 @@ def test_each_kernel_starts_from_its_default_schedule_and_reshapes_are_not_tuned
     defaults = {index for index, (trace, *_rest) in records if is_default_schedule(trace)}
     assert len(defaults) == 6 and len(records) == 10
     assert artifact.manifest["verification"]["status"] == "passed"
+
+
+def test_records_of_a_compatible_cpu_are_measured_here_before_they_apply(mlp_onnx, tmp_path, monkeypatch):
+    """Records shipped for another CPU of this host's family (here: plain x86-64, which every
+    x86-64 CPU runs) are timed beside the defaults, kept in this target's database, and reused."""
+    import shutil
+
+    from toolkit import records
+    from toolkit.target import host_cpu
+
+    host = host_cpu()
+    if records.isa_level(host)[0] != "x86_64":
+        pytest.skip("the foreign records here are x86-64 ones")
+    # Enough trials that some kernels get a tuned record beside their default one.
+    there = TuneOptions(trials=10, db=tmp_path / "there", batches=(1,), **SMOKE)
+    compile_model(mlp_onnx, tmp_path / "there.tvm", tuning=there, choose_engine=False)
+    foreign = dict(host, mcpu="x86-64")
+    shipped = tmp_path / "shipped" / target_key(foreign)
+    shutil.copytree(tmp_path / "there" / target_key(host), shipped, ignore=shutil.ignore_patterns("logs"))
+    records.write_target(shipped, foreign)
+    monkeypatch.setattr("toolkit.paths.SHIPPED_RECORDS", tmp_path / "shipped")
+
+    local = TuneOptions(db=tmp_path / "local", batches=(1,))
+    artifact = compile_model(mlp_onnx, tmp_path / "m.tvm", tuning=local, choose_engine=False).artifact
+    tuning = artifact.manifest["tuning"]
+    adopted = tuning["foreign_records"]
+    assert adopted["from"] == [target_key(foreign)] and adopted["kernels"] >= 1
+    assert 0 <= adopted["faster_here"] <= adopted["kernels"]
+    assert tuning["shipped_records"] is None and tuning["kernels_with_records"] >= adopted["kernels"]
+    lines = (tmp_path / "local" / target_key(host) / "database_tuning_record.json").read_text().splitlines()
+    assert len(lines) == 2 * adopted["kernels"]  # each kernel: its default and the foreign record, timed here
+    assert artifact.manifest["verification"]["status"] == "passed"
+
+    again = compile_model(mlp_onnx, tmp_path / "again.tvm", tuning=local, choose_engine=False).artifact
+    assert again.manifest["tuning"]["foreign_records"] is None  # measured once, then read from the database
+    assert again.manifest["tuning"]["kernels_with_records"] == tuning["kernels_with_records"]

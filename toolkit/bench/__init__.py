@@ -14,10 +14,11 @@ from toolkit.bench.machine import environment, machine_slug, skew_warnings
 from toolkit.bench.runner import BenchRun, Plan, ratio_to, report, row_ratios, run_benchmark
 from toolkit.bench.scenarios import SCENARIOS, ServerSettings, offline, server, single_stream
 from toolkit.bench.stats import Budget, measure, summarize
-from toolkit.bench.subjects import BACKENDS, DEFAULT_BACKENDS, OrtOptions, Subject, cache_dir, open_subject
+from toolkit.bench.subjects import Subject, open_subject
+from toolkit.sources import BACKENDS, DEFAULT_BACKENDS, OrtOptions
 
 __all__ = [
     "BACKENDS", "DEFAULT_BACKENDS", "SCENARIOS", "BenchRun", "Budget", "OrtOptions", "Plan", "ServerSettings",
-    "Subject", "cache_dir", "environment", "machine_slug", "report", "row_ratios", "measure", "offline", "open_subject", "ratio_to",
+    "Subject", "environment", "machine_slug", "report", "row_ratios", "measure", "offline", "open_subject", "ratio_to",
     "run_benchmark", "server", "single_stream", "skew_warnings", "summarize",
 ]

@@ -12,9 +12,10 @@ from toolkit.bench.costmodel import best_peak, measure_peak
 from toolkit.bench.machine import environment, skew_warnings
 from toolkit.bench.scenarios import SCENARIOS, Measured, ServerSettings
 from toolkit.bench.stats import HIGH_COV, HIGH_RUN_COV, Budget
-from toolkit.bench.subjects import DEFAULT_BACKENDS, OrtOptions, open_subject
+from toolkit.bench.subjects import open_subject
 from toolkit.errors import DltkError
-from toolkit.tune import RpcTarget
+from toolkit.rpc import RpcTarget
+from toolkit.sources import DEFAULT_BACKENDS, OrtOptions
 
 SCHEMA_VERSION = "dltk-bench/1"
 PRECISIONS = ("fp32", "int8", "int8-dynamic", "fp16")  # dltk bench --precision; see toolkit.quantize
@@ -87,7 +88,7 @@ def run_benchmark(sources: list[str], plan: Plan, log=lambda line: None) -> Benc
     env = environment()
     run = BenchRun(env, plan, warnings=skew_warnings(env))
     if plan.rpc:
-        env["remote"] = f"rpc {plan.rpc.key}@{plan.rpc.host}:{plan.rpc.port}"  # env describes this host, not it
+        env["remote"] = str(plan.rpc)  # env describes this host, not it
     probe_peak = plan.measure_peak and not plan.rpc  # this host's peak says nothing of a remote device
     if probe_peak:
         log(f"probing this machine's peak ({plan.device})")

@@ -13,6 +13,7 @@ round the backends (A B C A B C ...) so a slow spell on the machine hits them al
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from toolkit.bench.stats import Budget, Block, confidence_interval, cov, run_spread, summarize, timed_block
+from toolkit.bench.stats import Block, Budget, confidence_interval, cov, run_spread, summarize, timed_block
 from toolkit.bench.subjects import Subject, use_threads
 
 SCENARIOS = ("single-stream", "multi-stream", "offline", "server")
@@ -102,7 +103,7 @@ def server(subject: Subject, batches, settings: ServerSettings, budget: Budget =
             for backend in subject.backends:
                 session = subject.session(backend, thread_count)
                 use_threads(backend, thread_count)
-                call = lambda: session.run(feeds)  # noqa: E731
+                call = functools.partial(session.run, feeds)
                 label = f"server {subject.model} {backend} batch {batch} threads {_threads(thread_count)}"
                 if settings.p99_bound_ms is None:
                     log(f"{label} at {settings.target_qps:g} QPS")
@@ -111,7 +112,7 @@ def server(subject: Subject, batches, settings: ServerSettings, budget: Budget =
                 else:
                     log(f"{label}: searching the highest QPS with p99 under {settings.p99_bound_ms:g} ms")
                     # indented lines are details of the step above, not steps of their own
-                    trials, chosen = search_qps(lambda qps: poisson_run(call, qps, budget, settings.seed),
+                    trials, chosen = search_qps(functools.partial(_poisson_trial, call, budget, settings.seed),
                                                 service_rate(call, budget), settings.p99_bound_ms, lambda s: log(f"  {s}"))
                 latency = summarize(chosen.latencies_ms)
                 bound = settings.p99_bound_ms
@@ -170,6 +171,10 @@ def poisson_run(call: Callable[[], object], qps: float, budget: Budget, seed: in
         if done >= budget.max_seconds:
             break
     return PoissonRun(qps, len(latencies) / max(done, 1e-9), latencies)
+
+
+def _poisson_trial(call, budget: Budget, seed: int, qps: float) -> PoissonRun:
+    return poisson_run(call, qps, budget, seed)
 
 
 def service_rate(call, budget: Budget) -> float:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from toolkit.bench.machine import machine_slug
 from toolkit.bench.output import markdown, to_csv_text, to_json_text
-from toolkit.files import write_atomically
 from toolkit.bench.runner import BenchRun, Plan, run_benchmark
+from toolkit.files import write_atomically
 
 RESULTS_ROOT = Path("benchmarks") / "results"
 

@@ -10,7 +10,6 @@ import torch
 
 from toolkit.runtime.spec import TensorSpec, validate_feeds
 
-
 _DEFAULT_THREADS = torch.get_num_threads()
 
 

@@ -193,8 +193,10 @@ def test_graph_without_recurrent_nodes_is_returned_as_is():
 # Compiled with TVM: a chosen set covering each op, direction, layout and optional input.
 COMPILED = {
     "lstm-bidirectional-h0-lens-peepholes": dict(op="LSTM", direction="bidirectional", initial_states=True, sequence_lens=True, peepholes=True),
-    "lstm-reverse-layout1-clip-input-forget": dict(op="LSTM", direction="reverse", layout=1, initial_states=True, clip=0.5, input_forget=1, outputs=("", "Y_h", "Y_c")),
-    "gru-bidirectional-layout1-lens-linear-before-reset": dict(op="GRU", direction="bidirectional", layout=1, sequence_lens=True, linear_before_reset=1),
+    "lstm-reverse-layout1-clip-input-forget": dict(op="LSTM", direction="reverse", layout=1, initial_states=True, clip=0.5,
+                                                   input_forget=1, outputs=("", "Y_h", "Y_c")),
+    "gru-bidirectional-layout1-lens-linear-before-reset": dict(op="GRU", direction="bidirectional", layout=1, sequence_lens=True,
+                                                               linear_before_reset=1),
     "gru-forward-h0": dict(op="GRU", initial_states=True),
     "rnn-reverse-h0-lens-relu": dict(op="RNN", direction="reverse", initial_states=True, sequence_lens=True, activations=["Relu"]),
 }

@@ -7,11 +7,10 @@ import httpx
 import numpy as np
 import pytest
 
-from toolkit import runtime
-from toolkit.serve import BackgroundServer, BatchPolicy, build_app
-
 from tests.toolkit.serve.conftest import MAX_BODY_BYTES
 from tests.toolkit.serve.helpers import output_array, v2_request
+from toolkit import runtime
+from toolkit.serve import BackgroundServer, BatchPolicy, build_app
 
 
 def digits(batch, seed=0):

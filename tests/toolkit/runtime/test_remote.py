@@ -11,9 +11,9 @@ from toolkit import runtime
 from toolkit.bench.runner import SCHEMA_FILE
 from toolkit.cli import cli
 from toolkit.errors import DltkError
-from toolkit.remote import RemoteTvmSession
+from toolkit.rpc import RpcTarget
+from toolkit.runtime.remote import RemoteTvmSession
 from toolkit.timing import Budget
-from toolkit.tune import RpcTarget
 
 
 def test_remote_session_matches_the_local_one(rpc_device, lenet_artifact):
