@@ -30,6 +30,7 @@ import onnx
 from toolkit.errors import CheckFailed, DltkError
 from toolkit.files import write_atomically
 from toolkit.onnx_file import input_specs, load_onnx
+from toolkit.runtime.model_source import NAME_KEY, read_metadata
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import random_feeds
 
@@ -239,7 +240,7 @@ def zoo_spec(model: onnx.ModelProto):
     """(the zoo spec the export's metadata names, None) or (None, why there is none)."""
     import models
 
-    name = {p.key: p.value for p in model.metadata_props}.get("dltk.model")
+    name = read_metadata(model).get(NAME_KEY)
     if not name:
         return None, "not a zoo export (no dltk.model in its metadata)"
     if name not in models.REGISTRY:
@@ -478,7 +479,7 @@ def _chunkable(spec) -> bool:
 
 
 def _add_metadata(reduced: onnx.ModelProto, source: onnx.ModelProto, report: QuantizeReport) -> None:
-    props = {p.key: p.value for p in source.metadata_props}
+    props = read_metadata(source)
     props["dltk.precision"] = report.precision
     props["dltk.quantization"] = json.dumps(report.to_json())
     del reduced.metadata_props[:]

@@ -13,7 +13,8 @@ from toolkit import runtime
 from toolkit.cli import cli
 from toolkit.compile import compile_model
 from toolkit.errors import CheckFailed, DltkError
-from toolkit.export import export_model, read_metadata
+from toolkit.export import export_model
+from toolkit.runtime.model_source import read_metadata
 from toolkit.quantize import QuantizeOptions, quantize_model
 
 FAST = dict(per_op_report=False)  # the per-op-type report quantizes once per op type: asked for where tested
