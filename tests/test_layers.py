@@ -17,7 +17,7 @@ LAYERS = [
     ("base", ["toolkit", "toolkit.errors", "toolkit.files", "toolkit.versions", "toolkit.timing", "toolkit.paths",
               "toolkit.rpc"]),
     ("formats and runtime", ["toolkit.onnx_file", "toolkit.model_source", "toolkit.parity", "toolkit.runtime", "toolkit.target"]),
-    ("stages", ["toolkit.train", "toolkit.export", "toolkit.simplify", "toolkit.optimize", "toolkit.schedules", "toolkit.records",
+    ("stages", ["toolkit.cuda", "toolkit.train", "toolkit.export", "toolkit.simplify", "toolkit.optimize", "toolkit.schedules", "toolkit.records",
                 "toolkit.tune", "toolkit.quantize", "toolkit.engine", "toolkit.compile"]),
     ("model sources", ["toolkit.sources"]),
     ("tools", ["toolkit.bench", "toolkit.compare", "toolkit.inspect", "toolkit.profile", "toolkit.generate",

@@ -42,6 +42,9 @@ def providers_for(device: str) -> list[str]:
             f"ONNX Runtime has no {wanted} here",
             "install the gpu extra (onnxruntime-gpu) on a machine with a CUDA GPU",
         )
+    if device == "cuda" and hasattr(ort, "preload_dlls"):
+        # onnxruntime-gpu finds CUDA and cuDNN from torch or the nvidia-* wheels only once told to.
+        ort.preload_dlls()
     return [wanted, "CPUExecutionProvider"] if device == "cuda" else [wanted]
 
 
@@ -85,6 +88,10 @@ class OrtSession:
             raise DltkError(f"ONNX Runtime cannot load {where}: {_first_line(e)}") from e
         self.device = device
         self.providers = self._session.get_providers()
+        if providers[0] not in self.providers:
+            # ONNX Runtime falls back to the next provider, with a log line only, when one fails to load.
+            raise DltkError(f"ONNX Runtime could not start its {providers[0]}; it would run on {self.providers[0]}",
+                            "for CUDA, check that the CUDA 13 and cuDNN 9 libraries load (onnxruntime.print_debug_info())")
         self.inputs = [_spec(i) for i in self._session.get_inputs()]
         self.outputs = [_spec(o) for o in self._session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]

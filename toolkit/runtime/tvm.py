@@ -14,9 +14,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from toolkit.errors import DltkError
+from toolkit.errors import DltkError, InputError
 from toolkit.runtime.artifact import LIBRARY, Artifact
-from toolkit.runtime.spec import TensorSpec, validate_feeds
+from toolkit.runtime.spec import TensorSpec, validate_feeds, validate_tensors
 
 
 def tvm_device(device: str):
@@ -89,6 +89,24 @@ class TvmSession:
         values = [result] if isinstance(result, tvm.runtime.Tensor) else list(result)
         return {name: to_numpy(value) for name, value in zip(self._names, values)}
 
+    def run_dlpack(self, feeds: dict) -> dict:
+        """Run on tensors already on this session's device, handed over through DLPack without a copy.
+
+        feeds: name -> any DLPack tensor on the device (a torch or CuPy CUDA tensor; on cpu a torch
+        tensor or an array aligned to 64 bytes, as TVM requires). Returns name -> TVM tensor on the
+        device, which torch.from_dlpack, cupy.from_dlpack or np.from_dlpack take without a copy. An
+        output may share memory with the model's weights or inputs: copy it before writing to it.
+        """
+        tensors = {name: _from_dlpack(name, value) for name, value in feeds.items()}
+        validate_tensors(self.inputs, tensors)
+        for name, tensor in tensors.items():
+            if tensor.device != self._dev:
+                raise InputError(f"input '{name}' is on {tensor.device}, not on this session's {self._dev}",
+                                 f"move it to {self.device} first, or use run() with numpy arrays")
+        result = self._function(self.entry_for(tensors))(*[tensors[s.name] for s in self.inputs])
+        values = [result] if isinstance(result, tvm.runtime.Tensor) else list(result)
+        return dict(zip(self._names, values))
+
     def _device_tensor(self, name: str, array: np.ndarray):
         return tvm.runtime.tensor(np.ascontiguousarray(array), self._dev)
 
@@ -127,6 +145,14 @@ def _aligned_tensor(shape, dtype):
         return aligned, tvm.runtime.from_dlpack(aligned)
     except Exception:  # a dtype DLPack cannot carry (TVM raises its own error types)
         return aligned, None
+
+
+def _from_dlpack(name: str, value):
+    try:
+        return tvm.runtime.from_dlpack(value)
+    except Exception as e:  # not a DLPack tensor, not contiguous, not aligned (TVM raises its own types)
+        raise InputError(f"input '{name}' cannot be handed to TVM through DLPack: {str(e).strip().splitlines()[-1]}",
+                         "give a contiguous tensor on the session's device") from e
 
 
 def _cpu_numpy(value) -> np.ndarray:

@@ -98,3 +98,38 @@ def test_onnx_session_runs_without_torch_or_tvm(lenet_onnx):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "(2, 10) False False"
+
+
+def test_dlpack_hand_off_shares_memory_both_ways(lenet_artifact, monkeypatch):
+    """run_dlpack passes the caller's tensor to TVM as is and returns TVM's own output, no copies."""
+    import torch
+
+    session = runtime.load(lenet_artifact, backend="tvm")
+    x = torch.randn(3, 1, 8, 8)
+    handed, function_of = [], session._function
+
+    def recording(name):
+        function = function_of(name)
+
+        def call(*args):
+            handed.extend(args)
+            return function(*args)
+
+        return call
+
+    monkeypatch.setattr(session, "_function", recording)
+    outputs = session.run_dlpack({"input": x})
+
+    (tensor,) = handed
+    assert tensor.data_ptr() == x.data_ptr()  # the input went in through DLPack, not copied
+    logits = outputs["logits"]
+    as_torch = torch.from_dlpack(logits)
+    assert as_torch.data_ptr() == logits.data_ptr() and as_torch.shape == (3, 10)  # and came out the same way
+    np.testing.assert_allclose(as_torch.numpy(), session.run({"input": x.numpy()})["logits"], atol=1e-6)
+
+    with pytest.raises(DltkError, match="input 'input' has shape \\(3, 8, 8\\)"):
+        session.run_dlpack({"input": torch.randn(3, 8, 8)})
+    with pytest.raises(DltkError, match="input 'input' has dtype float64"):
+        session.run_dlpack({"input": torch.randn(3, 1, 8, 8, dtype=torch.float64)})
+    with pytest.raises(DltkError, match="input 'input' cannot be handed to TVM through DLPack"):
+        session.run_dlpack({"input": torch.randn(1, 8, 8, 3).permute(0, 3, 1, 2)})  # not contiguous
