@@ -24,9 +24,10 @@ import threading
 import numpy as np
 from ray import serve
 
+from toolkit.runtime.batch import shared_batch_dim
 from toolkit.runtime.spec import TensorSpec
 from toolkit.serve.app import create_app
-from toolkit.serve.batching import Feeds, batch_dim, concat, split
+from toolkit.serve.batching import Feeds, concat, split
 from toolkit.serve.models import PLATFORMS, parse_model_arg
 
 
@@ -44,7 +45,7 @@ class ModelReplica:
         from toolkit import runtime
 
         self.session = runtime.load(path, device=device, backend=backend)
-        self.batchable = batch_dim(self.session.inputs, self.session.outputs) is not None
+        self.batchable = shared_batch_dim(self.session.inputs, self.session.outputs) is not None
         self.infer.set_max_batch_size(max_batch_size if self.batchable else 1)
         self.infer.set_batch_wait_timeout_s(max_delay_ms / 1e3)
         self.batch_rows: list[int] = []  # what each batch held, for `stats`

@@ -1,7 +1,9 @@
 """The package's layers: every import of a toolkit module points down (or across), never up, and never in a cycle.
 
 Imports are read from the source (ast), function-level ones included: an import moved into a
-function to dodge a cycle is still a dependency. A new module must be given a layer here.
+function to dodge a cycle is still a dependency. Importing `toolkit.a.b` also runs the package
+`toolkit.a` (its __init__), so that counts as an import too, unless the importer is inside that
+package (then the package is already running). A new module must be given a layer here.
 """
 
 import ast
@@ -16,9 +18,9 @@ PACKAGE = ROOT / "toolkit"
 LAYERS = [
     ("base", ["toolkit", "toolkit.errors", "toolkit.files", "toolkit.versions", "toolkit.timing", "toolkit.paths",
               "toolkit.rpc"]),
-    ("formats and runtime", ["toolkit.onnx_file", "toolkit.model_source", "toolkit.parity", "toolkit.runtime", "toolkit.target"]),
-    ("stages", ["toolkit.cuda", "toolkit.train", "toolkit.export", "toolkit.simplify", "toolkit.optimize", "toolkit.schedules", "toolkit.records",
-                "toolkit.tune", "toolkit.quantize", "toolkit.engine", "toolkit.compile"]),
+    ("formats and runtime", ["toolkit.onnx_file", "toolkit.parity", "toolkit.reference", "toolkit.runtime", "toolkit.target"]),
+    ("stages", ["toolkit.cuda", "toolkit.train", "toolkit.export", "toolkit.simplify", "toolkit.optimize", "toolkit.tvm_support",
+                "toolkit.schedules", "toolkit.records", "toolkit.tune", "toolkit.quantize", "toolkit.engine", "toolkit.compile"]),
     ("model sources", ["toolkit.sources"]),
     ("tools", ["toolkit.bench", "toolkit.compare", "toolkit.inspect", "toolkit.profile", "toolkit.generate",
                "toolkit.serve", "toolkit.deploy", "toolkit.loadtest", "toolkit.runner"]),
@@ -64,7 +66,18 @@ def imports_of(module: str) -> set[str]:
             for alias in node.names:
                 submodule = f"{base}.{alias.name}"
                 found.add(submodule if submodule in MODULES else base)
+    found |= {package for name in found for package in _packages_above(name) if not _is_inside(module, package)}
     return {name for name in found if name in MODULES and name != module}
+
+
+def _packages_above(name: str) -> list[str]:
+    """The packages whose __init__ runs before `name` does, the top-level one (toolkit) left out."""
+    parts = name.split(".")
+    return [".".join(parts[:end]) for end in range(2, len(parts))]
+
+
+def _is_inside(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
 
 
 GRAPH = {module: imports_of(module) for module in MODULES}

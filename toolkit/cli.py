@@ -84,12 +84,29 @@ class DltkGroup(click.Group):
         except Exception as e:  # a bug in dltk or a library under it
             if _verbose:
                 traceback.print_exc()
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            click.echo(f"error: {type(e).__name__}: {first} (rerun with -v for the traceback)", err=True)
-            code = 1
+            package = _full_toolkit_package(e)
+            if package:
+                click.echo(f"error: this command needs {package}, which the runtime-only install leaves out "
+                           "(pip install 'dltk[full]')", err=True)
+                code = 2
+            else:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                click.echo(f"error: {type(e).__name__}: {first} (rerun with -v for the traceback)", err=True)
+                code = 1
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+# Top-level modules of the "full" extra's packages: `pip install dltk` (the runtime) leaves them out.
+_FULL_TOOLKIT = {"torch", "onnx", "onnxscript", "onnxslim", "rich", "sklearn", "networkx"}
+
+
+def _full_toolkit_package(error: Exception) -> str | None:
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        package = error.name.split(".")[0]
+        return package if package in _FULL_TOOLKIT else None
+    return None
 
 
 @click.group(cls=DltkGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,6 +14,8 @@ from toolkit.errors import CheckFailed, DltkError
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
 from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, open_artifact, staging, write_manifest
+from toolkit.runtime.batch import named_batch_symbols
+from toolkit.runtime.model_source import name_from, read_metadata
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import random_feeds
 from toolkit.target import device_of, resolve_target
@@ -53,7 +55,7 @@ def compile_model(
     inputs, outputs = input_specs(model), output_specs(model)
     log(f"importing {onnx_path} into TVM Relax")
     module = import_onnx(simplify(model, log))
-    prepared = tune.prepare(module, target, _batch_symbols(inputs), tuning, log)
+    prepared = tune.prepare(module, target, named_batch_symbols(inputs), tuning, log)
     log(f"compiling for {target['kind']} ({target.get('mcpu') or target.get('arch')})")
     executable = build(prepared, target)
     device_code = _device_code(executable, prepared, target, nvcc, log) if device == "cuda" else None
@@ -71,7 +73,7 @@ def compile_model(
             elif not choose_engine:
                 engine = {"chosen": "tvm", "reason": "not measured: engine choice turned off"}
         manifest = {
-            "model": _model_name(model, onnx_path),
+            "model": name_from(read_metadata(model), onnx_path),
             "inputs": [s.to_json() for s in inputs],
             "outputs": [s.to_json() for s in outputs],
             "target": target,
@@ -200,10 +202,6 @@ def _verify_sizes(variants: dict[int, str] | None) -> list[int]:
     return sorted(set(VERIFY_SIZES) | set(variants or {}))
 
 
-def _batch_symbols(inputs) -> list[str]:
-    return sorted({s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], str) and s.shape[0] != "?"})
-
-
 def _choose_engine(directory: Path, inputs, outputs, device: str, variants: dict[int, str], log) -> dict:
     from toolkit import engine
 
@@ -213,7 +211,3 @@ def _choose_engine(directory: Path, inputs, outputs, device: str, variants: dict
     except Exception as e:  # random feeds a model refuses (e.g. lengths out of range): keep TVM, say why
         return {"chosen": "tvm", "reason": f"not measured: {type(e).__name__}: {str(e).strip()[:120]}"}
 
-
-def _model_name(model: onnx.ModelProto, path) -> str:
-    props = {p.key: p.value for p in model.metadata_props}
-    return props.get("dltk.model") or Path(path).stem

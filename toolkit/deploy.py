@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import DltkError
+from toolkit.onnx_file import input_specs, load_onnx, output_specs
 from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact, staging
+from toolkit.runtime.batch import shared_batch_dim
+from toolkit.runtime.model_source import ARTIFACT, ModelSource
 from toolkit.runtime.spec import TensorSpec
 
 # Triton's TYPE_* names for numpy dtypes (model_config.proto, DataType).
@@ -47,11 +50,9 @@ class Model:
 
 
 def describe(path, name: str | None = None) -> Model:
-    from toolkit.onnx_file import input_specs, load_onnx, output_specs
-    from toolkit.serve.models import model_name
-
-    path = Path(path)
-    if path.is_dir():
+    source = ModelSource.of(path)
+    path = source.path
+    if source.kind == ARTIFACT:
         if not is_artifact(path):
             raise DltkError(f"{path} is neither an ONNX file nor a dltk artifact", "give model.onnx or an artifact directory")
         artifact = open_artifact(path)
@@ -59,13 +60,11 @@ def describe(path, name: str | None = None) -> Model:
     else:
         model = load_onnx(path)
         onnx_path, inputs, outputs = path, input_specs(model), output_specs(model)
-    return Model(name or model_name(path), onnx_path, inputs, outputs, path)
+    return Model(name or source.name, onnx_path, inputs, outputs, path)
 
 
 def batch_dim(model: Model) -> str | None:
-    from toolkit.serve.batching import batch_dim as leading_symbol
-
-    return leading_symbol(model.inputs, model.outputs)
+    return shared_batch_dim(model.inputs, model.outputs)
 
 
 # --- Triton ----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.runtime.batch import batch_dims, fixed_batch
 from toolkit.runtime.spec import TensorSpec, random_feeds
 from toolkit.timing import Budget, measure
 
@@ -28,7 +29,7 @@ def measure_engines(sessions: dict, batches: list[int], log=lambda line: None) -
     specs = next(iter(sessions.values())).inputs
     latencies: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batches} for name in sessions}
     for batch in batches:
-        feeds = random_feeds(specs, _batch_dims(specs, batch))
+        feeds = random_feeds(specs, batch_dims(specs, batch))
         for _ in range(ROUNDS):
             for name, session in sessions.items():
                 latencies[name][batch] += measure(functools.partial(session.run, feeds), BUDGET)
@@ -64,11 +65,7 @@ def candidates(directory: Path, inputs: list[TensorSpec], outputs: list[TensorSp
 
 
 def batches_to_measure(inputs: list[TensorSpec], variants: dict[int, str]) -> list[int]:
-    fixed = [s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], int)]
-    if fixed and not any(s.shape and isinstance(s.shape[0], str) for s in inputs):
-        return [fixed[0]]
+    fixed = fixed_batch(inputs)
+    if fixed is not None:
+        return [fixed]
     return sorted(variants) or [1, 8]
-
-
-def _batch_dims(specs: list[TensorSpec], batch: int) -> dict[str, int]:
-    return {s.shape[0]: batch for s in specs if s.shape and isinstance(s.shape[0], str)}

@@ -17,6 +17,7 @@ import torch
 from toolkit.errors import CheckFailed, DltkError
 from toolkit.files import write_atomically
 from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
+from toolkit.runtime.model_source import NAME_KEY
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import TensorSpec
 from toolkit.train import LoadedModel, load_model
@@ -119,7 +120,7 @@ def _torch_outputs(loaded: LoadedModel, sample) -> dict[str, np.ndarray]:
 
 def _add_metadata(proto: onnx.ModelProto, loaded: LoadedModel) -> None:
     props = {
-        "dltk.model": loaded.spec.name,
+        NAME_KEY: loaded.spec.name,
         "dltk.dataset": loaded.spec.dataset,
         "dltk.metric": json.dumps(loaded.info.get("metric", {})),
         "dltk.trained": json.dumps({k: v for k, v in loaded.info.items() if k != "metric"}),
@@ -131,6 +132,3 @@ def _add_metadata(proto: onnx.ModelProto, loaded: LoadedModel) -> None:
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)
 
-
-def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in model.metadata_props}

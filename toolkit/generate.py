@@ -24,24 +24,15 @@ import numpy as np
 from toolkit import runtime
 from toolkit.errors import DltkError
 from toolkit.files import write_atomically
-from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact
+from toolkit.runtime.model_source import ARTIFACT, ONNX, ModelSource
 
 METADATA_KEY = "dltk.generation"
 
 
 def read_generation(path) -> dict:
     """The sampling recipe kept in an ONNX file's (or an artifact's model.onnx) metadata."""
-    import onnx
-
-    path = Path(path)
-    onnx_path = path / SOURCE_ONNX if path.is_dir() and is_artifact(path) else path
-    if not onnx_path.is_file():
-        raise DltkError(f"no such ONNX file or artifact: {path}", "check the path")
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as e:  # protobuf and onnx raise several types for foreign files
-        raise DltkError(f"{onnx_path} is not an ONNX model ({type(e).__name__})", "give an exported model or an artifact") from e
-    props = {p.key: p.value for p in model.metadata_props}
+    source = ModelSource.of(path).require(ONNX, ARTIFACT, fix="give an exported model or an artifact")
+    props = source.metadata()
     if METADATA_KEY not in props:
         raise DltkError(
             f"{path} is not a generative model export (no {METADATA_KEY} metadata)",

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import onnx
 
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
 from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact
+from toolkit.runtime.model_source import ARTIFACT, ModelSource, read_metadata
 
 
 def inspect_path(path) -> dict:
-    path = Path(path)
-    if path.is_dir() and is_artifact(path):
-        artifact = open_artifact(path)
+    source = ModelSource.of(path)
+    if source.kind == ARTIFACT and is_artifact(source.path):
+        artifact = open_artifact(source.path)
         report = inspect_model(load_onnx(artifact.file(SOURCE_ONNX)))
         keep = ("model", "target", "device", "files", "tuning", "variants", "engine", "verification", "versions")
         report["artifact"] = {k: artifact.manifest.get(k) for k in keep}
         return report
-    return inspect_model(load_onnx(path))
+    return inspect_model(load_onnx(source.path))
 
 
 def inspect_model(model: onnx.ModelProto) -> dict:
@@ -30,7 +30,7 @@ def inspect_model(model: onnx.ModelProto) -> dict:
     return {
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "opset": opset,
-        "metadata": {p.key: p.value for p in model.metadata_props},
+        "metadata": read_metadata(model),
         "inputs": [s.to_json() for s in input_specs(model)],
         "outputs": [s.to_json() for s in output_specs(model)],
         "parameters": int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer)),

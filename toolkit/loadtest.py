@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from toolkit.errors import DltkError
+from toolkit.runtime.batch import batch_dims
+from toolkit.runtime.spec import random_feeds
 
 WARMUP_SECONDS = 0.5
 
@@ -201,10 +203,7 @@ async def _poisson(session, url, body, rate, duration, seed, how) -> LoadResult:
 
 def load_in_process(session, model: str, concurrency: int = 1, duration: float = 5.0, batch: int = 1, seed: int = 0) -> LoadResult:
     """The closed-loop load on a runtime session called directly from `concurrency` threads: the baseline."""
-    from toolkit.runtime import random_feeds
-
-    batch_dims = {d: batch for s in session.inputs for d in s.shape[:1] if isinstance(d, str)}
-    feeds = random_feeds(session.inputs, batch_dims, seed)
+    feeds = random_feeds(session.inputs, batch_dims(session.inputs, batch), seed)
     tally = _Tally()
     warm_until = time.perf_counter() + WARMUP_SECONDS
     while time.perf_counter() < warm_until:

@@ -25,6 +25,8 @@ import tvm
 
 from toolkit.errors import DltkError
 from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact
+from toolkit.runtime.batch import batch_dims, batch_input, fixed_batch
+from toolkit.runtime.model_source import ARTIFACT, ModelSource
 from toolkit.runtime.spec import TensorSpec, random_feeds
 from toolkit.runtime.tvm import TvmSession
 
@@ -51,7 +53,7 @@ def profile_artifact(path, batch: int | None = None, runs: int = 20) -> dict:
 
 
 def _open_cpu_artifact(path):
-    if not is_artifact(path):
+    if ModelSource.of(path).kind != ARTIFACT or not is_artifact(path):
         raise DltkError(
             f"{path} is not a dltk artifact, and profiling needs one",
             f"compile it with 'dltk compile {path} -o DIR', then profile DIR",
@@ -69,11 +71,10 @@ def batch_feeds(inputs: list[TensorSpec], batch: int | None) -> tuple[int, dict[
     """Random feeds: a symbolic first dimension takes `batch`; fixed shapes allow only their own."""
     if batch is not None and batch < 1:
         raise DltkError(f"batch must be at least 1, not {batch}")
-    symbols = {s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], str)}
-    if symbols:
+    if batch_input(inputs) is not None:
         batch = batch or 1
-        return batch, random_feeds(inputs, {name: batch for name in symbols})
-    fixed = inputs[0].shape[0] if inputs and inputs[0].shape else 1
+        return batch, random_feeds(inputs, batch_dims(inputs, batch))
+    fixed = fixed_batch(inputs) or 1
     if batch not in (None, fixed):
         raise DltkError(f"the model's inputs have a fixed batch of {fixed}", f"profile it at batch {fixed}")
     return fixed, random_feeds(inputs)
@@ -115,10 +116,10 @@ def profile_tvm(session: TvmSession, entry: str, feeds: dict[str, np.ndarray], r
         function(*args)
     wall_us = (time.perf_counter() - start) / runs * 1e6
 
-    vm.set_instrument(_CallTimer())
+    vm["set_instrument"](_CallTimer())
     function(*args)  # the hook's own first call is slower: keep it out of the profile
     timer = _CallTimer()
-    vm.set_instrument(timer)
+    vm["set_instrument"](timer)
     for _ in range(runs):
         function(*args)
 

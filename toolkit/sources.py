@@ -21,6 +21,8 @@ from toolkit.errors import DltkError
 from toolkit.rpc import RpcTarget
 from toolkit.runtime import Session, load
 from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact
+from toolkit.runtime.batch import batch_dims, batch_symbol
+from toolkit.runtime.model_source import ARTIFACT, ONNX, ModelSource
 from toolkit.runtime.spec import random_feeds
 
 BACKENDS = ("torch", "torch.compile", "ort", "tvm")
@@ -66,14 +68,14 @@ def open_source(
         raise DltkError(f"unknown backend '{unknown[0]}'", f"use any of {','.join(BACKENDS)}")
     if not backends:
         raise DltkError("no backend given", f"use any of {','.join(BACKENDS)}")
-    path = Path(source)
-    if rpc and not path.is_dir():
+    model = ModelSource.of(source)
+    if rpc and model.kind != ARTIFACT:
         raise DltkError(f"a remote device runs a compiled artifact, not {source}",
                         "compile for the device first: dltk compile MODEL.onnx -o DIR --target JSON")
-    if path.is_dir():
-        return _artifact_source(path, backends, device, ort_options, rpc)
-    if path.suffix == ".onnx":
-        return _onnx_source(path, backends, device, ort_options, log)
+    if model.kind == ARTIFACT:
+        return _artifact_source(model.path, backends, device, ort_options, rpc)
+    if model.kind == ONNX:
+        return _onnx_source(model, backends, device, ort_options, log)
     return _zoo_source(source, backends, device, ort_options, log)
 
 
@@ -129,7 +131,8 @@ def _zoo_source(source: str, backends: list[str], device: str, ort_options: OrtO
     return SourceSessions(loaded.spec.name, list(backends), device, opener, feeds, onnx_path)
 
 
-def _onnx_source(path: Path, backends: list[str], device: str, ort_options: OrtOptions, log) -> SourceSessions:
+def _onnx_source(model: ModelSource, backends: list[str], device: str, ort_options: OrtOptions, log) -> SourceSessions:
+    path = model.path
     _refuse_torch(backends, path)
     specs = _ort(path, "cpu", None, OrtOptions())
 
@@ -138,7 +141,7 @@ def _onnx_source(path: Path, backends: list[str], device: str, ort_options: OrtO
             return _ort(path, device, threads, ort_options)
         return load(compiled_artifact(path, device, log), device, backend="tvm")
 
-    return SourceSessions(path.stem, list(backends), device, opener, _random_feeds(specs.inputs), path)
+    return SourceSessions(model.name, list(backends), device, opener, _random_feeds(specs.inputs), path)
 
 
 def _artifact_source(path: Path, backends: list[str], device: str, ort_options: OrtOptions,
@@ -170,13 +173,10 @@ def _refuse_torch(backends: list[str], path: Path) -> None:
 
 def _random_feeds(specs) -> Feeds:
     def feeds(batch: int) -> dict[str, np.ndarray]:
-        dims = {}
         for spec in specs:
-            if spec.shape and isinstance(spec.shape[0], str):
-                dims[spec.shape[0]] = batch
-            elif spec.shape and spec.shape[0] != batch:
+            if batch_symbol(spec) is None and spec.shape and spec.shape[0] != batch:
                 raise DltkError(f"input '{spec.name}' has a fixed batch of {spec.shape[0]}", f"use --batch {spec.shape[0]}")
-        return random_feeds(specs, dims)
+        return random_feeds(specs, batch_dims(specs, batch))
 
     return feeds
 

@@ -8,7 +8,8 @@ import torch
 
 import models
 from toolkit.errors import CheckFailed, DltkError
-from toolkit.export import export_model, read_metadata
+from toolkit.export import export_model
+from toolkit.runtime.model_source import read_metadata
 
 
 def test_export_has_dynamic_batch_metadata_and_matches_torch(lenet_checkpoint, lenet_onnx):

@@ -6,19 +6,19 @@
     sess.inputs, sess.outputs                   # [TensorSpec(name, shape, dtype)]
     out = sess.run({"input": x})                # {name: numpy array}, in the order of sess.outputs
 
-Importing this module pulls in neither torch nor TVM; TVM is imported when an artifact
-is loaded with the tvm backend.
+Importing this module pulls in neither torch nor TVM; loading an artifact with the tvm
+backend loads TVM's runtime library alone (toolkit.runtime.tvm_runtime), never its compiler.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from toolkit.errors import DltkError
-from toolkit.runtime.artifact import SOURCE_ONNX, Artifact, is_artifact, open_artifact
+from toolkit.runtime.artifact import SOURCE_ONNX, Artifact, open_artifact
+from toolkit.runtime.model_source import ARTIFACT, ONNX, ModelSource
 from toolkit.runtime.spec import TensorSpec, random_feeds, validate_feeds
 
 __all__ = ["Session", "TensorSpec", "load", "random_feeds", "validate_feeds", "Artifact", "open_artifact"]
@@ -39,10 +39,12 @@ def load(path, device: str = "cpu", backend: str | None = None, threads: int = 0
     An artifact's default backend is the engine `dltk compile` measured fastest on its target
     (manifest "engine"); backend="tvm" always runs the TVM-compiled code.
     """
-    path = Path(path)
+    source = ModelSource.of(path)
+    path = source.path
     if not path.exists():
         raise DltkError(f"no such file or directory: {path}", "check the path")
-    if path.is_dir():
+    source.require(ARTIFACT, ONNX, fix="export it to ONNX with 'dltk export' first")
+    if source.kind == ARTIFACT:
         artifact = open_artifact(path)
         backend = backend or (artifact.manifest.get("engine") or {}).get("chosen", "tvm")
         if backend == "tvm":
@@ -63,6 +65,3 @@ def load(path, device: str = "cpu", backend: str | None = None, threads: int = 0
             raise DltkError(f"{path} is an ONNX file, not a compiled artifact", "compile it with 'dltk compile' first")
     raise DltkError(f"unknown backend '{backend}'", "use ort or tvm")
 
-
-def is_compiled(path) -> bool:
-    return Path(path).is_dir() and is_artifact(path)

@@ -16,6 +16,7 @@ import numpy as np
 from toolkit.errors import DltkError
 from toolkit.rpc import RpcTarget
 from toolkit.runtime.artifact import LIBRARY, Artifact
+from toolkit.runtime.batch import batch_input
 from toolkit.runtime.spec import validate_feeds
 from toolkit.timing import Block, Budget
 
@@ -50,7 +51,7 @@ class RemoteTvmSession:
         self.device = artifact.device  # where: the run's env["remote"]
         self._names = [o.name for o in self.outputs]
         self._variants = {int(b): name for b, name in artifact.manifest.get("variants", {}).items()}
-        self._batch_input = next((s.name for s in self.inputs if s.shape and isinstance(s.shape[0], str)), None)
+        self._batch_input = batch_input(self.inputs)
 
     def _entry(self, feeds) -> str:
         if self._variants and self._batch_input is not None:

@@ -3,29 +3,39 @@
 A tuned artifact holds static-batch variants of its entry function (`main_b1`, `main_b8`, named
 in the manifest's "variants"); a call whose batch has one runs it, any other batch runs the
 dynamic `main`.
+
+Only TVM's runtime library is loaded (toolkit.runtime.tvm_runtime): no compiler, no torch.
+
+Memory: the VM's pooled allocator keeps every freed buffer for reuse, keyed by its size, so each
+new batch size of the dynamic `main` added a whole set of buffers that stayed until the process
+ended (LeNet at batch 20000: about 115 MB a size). On the CPU the VM uses the naive allocator,
+which hands buffers back to malloc when the call's tensors die: a session's memory follows the
+largest batch it runs, not how many sizes it saw, at no measurable cost per call. On a GPU a
+device allocation per call would synchronize, so the pools stay, and a session that has seen
+more than _POOLED_SHAPES input shapes since the last release frees the pooled buffers (the
+process's pools are shared: others just allocate again); dropping a GPU session frees them too.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
-import tvm
-from tvm import relax
 
 from toolkit.errors import DltkError, InputError
+from toolkit.runtime import tvm_runtime
 from toolkit.runtime.artifact import LIBRARY, Artifact
+from toolkit.runtime.batch import batch_input
 from toolkit.runtime.spec import TensorSpec, validate_feeds, validate_tensors
+
+ALLOCATORS = {"cpu": tvm_runtime.NAIVE_ALLOCATOR, "cuda": tvm_runtime.POOLED_ALLOCATOR}
+_POOLED_SHAPES = 8  # distinct input shapes a pooled session runs before it releases the pools
 
 
 def tvm_device(device: str):
-    if device not in ("cpu", "cuda"):
-        raise DltkError(f"unknown device '{device}'", "use cpu or cuda")
-    dev = tvm.cpu(0) if device == "cpu" else tvm.cuda(0)
-    if not dev.exist:
-        raise DltkError(f"no {device} device here", "run on a machine with one, or use --device cpu")
-    return dev
+    return tvm_runtime.device(device)
 
 
 class TvmSession:
@@ -37,12 +47,20 @@ class TvmSession:
         self.inputs, self.outputs, self.device = inputs, outputs, device
         self._dev = tvm_device(device)
         is_path = isinstance(library, (str, Path))
-        self._library = tvm.runtime.load_module(str(library)) if is_path else library
         self.artifact_path = Path(library).parent if is_path else None
+        if is_path:
+            library = tvm_runtime.load_module(library)
+        elif hasattr(library, "jit"):  # a tvm.runtime.Executable: build its module once, not per VM
+            library = library.jit()
+        self._library = library
+        self._allocator = ALLOCATORS[device]
+        self._shapes_since_release: set = set()
+        if self._allocator == tvm_runtime.POOLED_ALLOCATOR:
+            weakref.finalize(self, tvm_runtime.release_pooled_memory).atexit = False
         self._names = [o.name for o in outputs]
         self._variants = dict(variants or {})
         # The input whose first dimension is the (symbolic) batch picks the variant.
-        self._batch_input = next((s.name for s in inputs if s.shape and isinstance(s.shape[0], str)), None)
+        self._batch_input = batch_input(inputs)
         # The VM keeps per-call state, so each thread gets its own over the shared library.
         self._local = threading.local()
 
@@ -55,11 +73,14 @@ class TvmSession:
                 f"compile it with --target {device}, or load it with device='{artifact.device}'",
             )
         variants = {int(b): name for b, name in artifact.manifest.get("variants", {}).items()}
+        if str((artifact.manifest.get("device_code") or {}).get("form", "")).startswith("CUDA C source"):
+            _register_cuda_compiler()
         return cls(artifact.file(LIBRARY), artifact.inputs, artifact.outputs, device, variants)
 
-    def virtual_machine(self) -> relax.VirtualMachine:
-        """A fresh VM over the library, on this session's device (the profiler instruments its own)."""
-        return relax.VirtualMachine(self._library, self._dev)
+    def virtual_machine(self):
+        """A fresh VM over the library, on this session's device: `vm[name]` is a function, and
+        `vm["set_instrument"](hook)` instruments it (the profiler does, on its own VM)."""
+        return tvm_runtime.virtual_machine(self._library, self._dev, self._allocator)
 
     def _function(self, name: str):
         functions = getattr(self._local, "functions", None)
@@ -77,16 +98,15 @@ class TvmSession:
             return self._variants.get(feeds[self._batch_input].shape[0], "main")
         return "main"
 
-    @staticmethod
-    def set_threads(threads: int | None) -> None:
-        """TVM's CPU thread pool is one per process: None or 0 gives its default (one per core)."""
-        tvm.get_global_func("runtime.config_threadpool")(1, threads or 0)  # 1: no big.LITTLE preference
+    set_threads = staticmethod(tvm_runtime.set_threads)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = validate_feeds(self.inputs, feeds)
+        if self._allocator == tvm_runtime.POOLED_ALLOCATOR:
+            self._bound_pools(feeds)
         to_tvm, to_numpy = (self._cpu_tensor, _cpu_numpy) if self.device == "cpu" else (self._device_tensor, _device_numpy)
         result = self._function(self.entry_for(feeds))(*[to_tvm(s.name, feeds[s.name]) for s in self.inputs])
-        values = [result] if isinstance(result, tvm.runtime.Tensor) else list(result)
+        values = [result] if isinstance(result, tvm_runtime.ffi().Tensor) else list(result)
         return {name: to_numpy(value) for name, value in zip(self._names, values)}
 
     def run_dlpack(self, feeds: dict) -> dict:
@@ -103,36 +123,51 @@ class TvmSession:
             if tensor.device != self._dev:
                 raise InputError(f"input '{name}' is on {tensor.device}, not on this session's {self._dev}",
                                  f"move it to {self.device} first, or use run() with numpy arrays")
+        if self._allocator == tvm_runtime.POOLED_ALLOCATOR:
+            self._bound_pools(tensors)
         result = self._function(self.entry_for(tensors))(*[tensors[s.name] for s in self.inputs])
-        values = [result] if isinstance(result, tvm.runtime.Tensor) else list(result)
+        values = [result] if isinstance(result, tvm_runtime.ffi().Tensor) else list(result)
         return dict(zip(self._names, values))
 
+    def _bound_pools(self, feeds: dict[str, np.ndarray]) -> None:
+        """Release the pooled buffers once more than _POOLED_SHAPES input shapes ran since the last time."""
+        shapes = tuple(feeds[s.name].shape for s in self.inputs)
+        if shapes not in self._shapes_since_release:
+            if len(self._shapes_since_release) >= _POOLED_SHAPES:
+                tvm_runtime.release_pooled_memory()
+                self._shapes_since_release.clear()
+            self._shapes_since_release.add(shapes)
+
     def _device_tensor(self, name: str, array: np.ndarray):
-        return tvm.runtime.tensor(np.ascontiguousarray(array), self._dev)
+        return tvm_runtime.to_device(tvm_runtime.from_numpy(np.ascontiguousarray(array)), self._dev)
 
     def _cpu_tensor(self, name: str, array: np.ndarray):
-        """The feed copied into this thread's aligned buffer for the input, kept from call to call."""
+        """The feed copied into this thread's aligned buffer for the input, kept from call to call
+        (a large one only for the call: its copy costs more than the allocation)."""
         buffers = getattr(self._local, "buffers", None)
         if buffers is None or len(buffers) > _MAX_BUFFERS:
             buffers = self._local.buffers = {}
         key = (name, array.shape, array.dtype.str)
         entry = buffers.get(key)
         if entry is None:
-            entry = buffers[key] = _aligned_tensor(array.shape, array.dtype)
+            entry = _aligned_tensor(array.shape, array.dtype)
+            if array.nbytes <= _MAX_BUFFER_BYTES:
+                buffers[key] = entry
         aligned, tensor = entry
         if tensor is None:
-            return tvm.runtime.tensor(np.ascontiguousarray(array))
+            return tvm_runtime.from_numpy(np.ascontiguousarray(array))
         aligned[...] = array
         return tensor
 
 
-# tvm.runtime.tensor(array) and Tensor.numpy() cost about 27 us and 10 us per call here, more
-# than a small model's whole run; DLPack hands memory over in under 1 us. Each thread copies a
-# feed into its own aligned buffer per input and shape (TVM requires 64-byte alignment, and the
-# caller's array must not be aliased), wrapped once as a TVM tensor; outputs are copied out, as
-# a model output can alias an input or a weight.
+# Copying into and out of TVM's own tensors (tvm.runtime.tensor(array), Tensor.numpy()) costs
+# about 27 us and 10 us per call here, more than a small model's whole run; DLPack hands memory
+# over in under 1 us. Each thread copies a feed into its own aligned buffer per input and shape
+# (TVM requires 64-byte alignment, and the caller's array must not be aliased), wrapped once as
+# a TVM tensor; outputs are copied out, as a model output can alias an input or a weight.
 _ALIGNMENT = 64
 _MAX_BUFFERS = 16  # distinct (input, shape) buffers a thread keeps before starting over
+_MAX_BUFFER_BYTES = 1 << 20  # larger feeds get a buffer for the call only
 
 
 def _aligned_tensor(shape, dtype):
@@ -142,25 +177,35 @@ def _aligned_tensor(shape, dtype):
     offset = -buffer.ctypes.data % _ALIGNMENT
     aligned = buffer[offset:offset + nbytes].view(dtype).reshape(shape)
     try:
-        return aligned, tvm.runtime.from_dlpack(aligned)
+        return aligned, tvm_runtime.ffi().from_dlpack(aligned)
     except Exception:  # a dtype DLPack cannot carry (TVM raises its own error types)
         return aligned, None
 
 
 def _from_dlpack(name: str, value):
     try:
-        return tvm.runtime.from_dlpack(value)
+        return tvm_runtime.ffi().from_dlpack(value)
     except Exception as e:  # not a DLPack tensor, not contiguous, not aligned (TVM raises its own types)
         raise InputError(f"input '{name}' cannot be handed to TVM through DLPack: {str(e).strip().splitlines()[-1]}",
                          "give a contiguous tensor on the session's device") from e
+
+
+def _register_cuda_compiler() -> None:
+    """An artifact built without a GPU carries CUDA source, which TVM compiles when it loads the
+    library, through a callback that the full `tvm` package registers (tvm.support.nvcc)."""
+    try:
+        import tvm.support.nvcc  # noqa: F401
+    except ImportError as e:
+        raise DltkError("this CUDA artifact carries CUDA source, and compiling it here needs the full TVM",
+                        "pip install apache-tvm (and cuda-bindings for NVRTC)") from e
 
 
 def _cpu_numpy(value) -> np.ndarray:
     try:
         return np.from_dlpack(value).copy()
     except Exception:  # a dtype numpy's DLPack import refuses
-        return value.numpy()
+        return tvm_runtime.to_numpy(value)
 
 
 def _device_numpy(value) -> np.ndarray:
-    return value.numpy()
+    return tvm_runtime.to_numpy(tvm_runtime.to_cpu(value))

@@ -17,8 +17,6 @@ from typing import Callable
 
 import numpy as np
 
-from toolkit.runtime.spec import TensorSpec
-
 Feeds = dict[str, np.ndarray]
 
 
@@ -32,22 +30,6 @@ class BatchPolicy:
             raise ValueError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
         if self.max_delay_ms < 0:
             raise ValueError(f"max_delay_ms must not be negative, got {self.max_delay_ms}")
-
-
-def batch_dim(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> str | None:
-    """The named symbolic leading dimension every input shares and every output has, else None.
-
-    None means the model has a fixed batch (or no batch axis) and is served unbatched.
-    """
-    leading = {s.shape[0] if s.shape else None for s in inputs}
-    if len(leading) != 1:
-        return None
-    (dim,) = leading
-    if not isinstance(dim, str) or dim == "?":
-        return None
-    if not outputs or any(not o.shape or not isinstance(o.shape[0], str) for o in outputs):
-        return None
-    return dim
 
 
 def concat(requests: list[Feeds]) -> Feeds:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -12,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from toolkit import runtime
 from toolkit.errors import DltkError
-from toolkit.runtime.artifact import MANIFEST, is_artifact
-from toolkit.serve.batching import BatchPolicy, DynamicBatcher, Feeds, batch_dim
+from toolkit.runtime.batch import shared_batch_dim
+from toolkit.runtime.model_source import ModelSource
+from toolkit.serve.batching import BatchPolicy, DynamicBatcher, Feeds
 
 if TYPE_CHECKING:  # prometheus_client is the serve extra's; naming models must not need it
     from toolkit.serve.metrics import Metrics
@@ -23,27 +23,6 @@ PLATFORMS = {"ort": "onnxruntime_onnx", "tvm": "tvm_relax"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def model_name(path) -> str:
-    """An artifact's manifest "model", an ONNX file's `dltk.model` metadata, else the file's stem."""
-    path = Path(path)
-    if is_artifact(path):
-        try:
-            return json.loads((path / MANIFEST).read_text())["model"]
-        except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
-            pass  # open_artifact will say what is wrong with it
-    elif path.is_file():
-        import onnx
-
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-            name = {p.key: p.value for p in model.metadata_props}.get("dltk.model")
-            if name:
-                return name
-        except Exception:  # not ONNX: the runtime says so when it loads it
-            pass
-    return path.stem if path.suffix else path.name
-
-
 def parse_model_arg(arg: str) -> tuple[str, Path]:
     """`PATH` or `NAME=PATH` -> (name, path)."""
     name, sep, path = arg.partition("=")
@@ -51,7 +30,7 @@ def parse_model_arg(arg: str) -> tuple[str, Path]:
         if not _NAME.match(name):
             raise DltkError(f"'{name}' is not a usable model name", "use letters, digits, '_', '.', '-'")
         return name, Path(path)
-    return model_name(arg), Path(arg)
+    return ModelSource.of(arg).name, Path(arg)
 
 
 @dataclass
@@ -68,7 +47,7 @@ class LocalModel:
         self.platform = PLATFORMS.get(self.session.backend, self.session.backend)
         self.inputs, self.outputs = self.session.inputs, self.session.outputs
         # A model with a fixed batch cannot stack requests: it runs each one as it comes.
-        self.batch_dim = batch_dim(self.inputs, self.outputs)
+        self.batch_dim = shared_batch_dim(self.inputs, self.outputs)
         if self.batch_dim and self.policy.max_batch_size > 1:
             self._batcher = DynamicBatcher(self.session.run, self.policy, self._observe)
 

@@ -5,8 +5,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from toolkit.runtime.spec import TensorSpec
-from toolkit.serve.batching import BatchPolicy, DynamicBatcher, batch_dim, concat, split
+from toolkit.serve.batching import BatchPolicy, DynamicBatcher, concat, split
 
 
 class Doubler:
@@ -32,15 +31,6 @@ async def submit_all(batcher, requests):
         return await asyncio.gather(*(batcher.submit(r) for r in requests), return_exceptions=True)
     finally:
         await batcher.close()
-
-
-def test_batch_dim_needs_one_named_leading_symbol_on_every_tensor():
-    x, y = TensorSpec("x", ("batch", 3), "float32"), TensorSpec("y", ("batch", 2), "float32")
-    assert batch_dim([x], [y]) == "batch"
-    assert batch_dim([x, TensorSpec("m", ("n", 3), "float32")], [y]) is None  # two different symbols
-    assert batch_dim([TensorSpec("x", (4, 3), "float32")], [y]) is None  # fixed batch
-    assert batch_dim([TensorSpec("x", ("?", 3), "float32")], [y]) is None  # unknown, not a named axis
-    assert batch_dim([x], [TensorSpec("y", (2,), "float32")]) is None  # an output without the axis
 
 
 def test_split_gives_each_request_its_rows_back():

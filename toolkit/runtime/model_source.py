@@ -63,15 +63,18 @@ class ModelSource:
         return self.path if self.kind == ONNX else None
 
     def metadata(self) -> dict[str, str]:
-        """The ONNX graph's metadata ({} for a checkpoint, a NAME, or a file that is not ONNX)."""
-        if self.onnx_path is None or not self.onnx_path.is_file():
+        """The ONNX graph's metadata, read without its weights ({} for a checkpoint or a NAME)."""
+        if self.onnx_path is None:
             return {}
+        if not self.onnx_path.is_file():
+            raise DltkError(f"no such ONNX file or artifact: {self.path}", "check the path")
         import onnx
 
         try:
             return read_metadata(onnx.load(str(self.onnx_path), load_external_data=False))
-        except Exception:  # protobuf and onnx raise several types for foreign files; loading says what is wrong
-            return {}
+        except Exception as e:  # protobuf and onnx raise several types for foreign files
+            raise DltkError(f"{self.onnx_path} is not an ONNX model ({type(e).__name__})",
+                            "give an exported model or an artifact") from e
 
     @property
     def name(self) -> str:
@@ -83,11 +86,17 @@ class ModelSource:
                 pass  # open_artifact says what is wrong with it
         if self.kind == ZOO:
             return str(self.path)
-        return name_from(self.metadata(), self.path)
+        try:
+            metadata = self.metadata()
+        except DltkError:  # not readable as ONNX: loading it says why
+            metadata = {}
+        return name_from(metadata, self.path)
 
     def require(self, *kinds: str, fix: str) -> ModelSource:
         """This source, or a usage error naming what it is and what was wanted."""
         if self.kind not in kinds:
+            if not self.path.exists():
+                raise DltkError(f"no such file or directory: {self.path}", "check the path")
             wanted = " or ".join(_article(k) for k in kinds)
             raise DltkError(f"{self.path} is {_article(self.kind)}, not {wanted}", fix)
         return self
