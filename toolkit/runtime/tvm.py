@@ -184,10 +184,13 @@ def _aligned_tensor(shape, dtype):
 
 def _from_dlpack(name: str, value):
     try:
-        return tvm_runtime.ffi().from_dlpack(value)
-    except Exception as e:  # not a DLPack tensor, not contiguous, not aligned (TVM raises its own types)
+        tensor = tvm_runtime.ffi().from_dlpack(value)
+    except Exception as e:  # not a DLPack tensor, not aligned (TVM raises its own types)
         raise InputError(f"input '{name}' cannot be handed to TVM through DLPack: {str(e).strip().splitlines()[-1]}",
                          "give a contiguous tensor on the session's device") from e
+    if not tensor.is_contiguous():  # tvm_ffi takes strided tensors; compiled kernels read them as compact
+        raise InputError(f"input '{name}' is not contiguous", "pass tensor.contiguous()")
+    return tensor
 
 
 def _register_cuda_compiler() -> None:

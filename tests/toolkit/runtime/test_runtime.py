@@ -131,5 +131,7 @@ def test_dlpack_hand_off_shares_memory_both_ways(lenet_artifact, monkeypatch):
         session.run_dlpack({"input": torch.randn(3, 8, 8)})
     with pytest.raises(DltkError, match="input 'input' has dtype float64"):
         session.run_dlpack({"input": torch.randn(3, 1, 8, 8, dtype=torch.float64)})
+    with pytest.raises(DltkError, match="input 'input' is not contiguous"):
+        session.run_dlpack({"input": torch.randn(3, 1, 8, 16)[..., ::2]})  # every other column: strided
     with pytest.raises(DltkError, match="input 'input' cannot be handed to TVM through DLPack"):
-        session.run_dlpack({"input": torch.randn(1, 8, 8, 3).permute(0, 3, 1, 2)})  # not contiguous
+        session.run_dlpack({"input": [[1.0]]})  # no DLPack at all
