@@ -135,3 +135,26 @@ def test_dlpack_hand_off_shares_memory_both_ways(lenet_artifact, monkeypatch):
         session.run_dlpack({"input": torch.randn(3, 1, 8, 16)[..., ::2]})  # every other column: strided
     with pytest.raises(DltkError, match="input 'input' cannot be handed to TVM through DLPack"):
         session.run_dlpack({"input": [[1.0]]})  # no DLPack at all
+
+
+def test_ort_refuses_to_run_on_a_provider_it_fell_back_to(tmp_path, monkeypatch):
+    """ONNX Runtime runs on the next provider, with a log line only, when the first fails to start
+    (its CUDA provider without CUDA libraries): the session refuses instead of timing the CPU."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from toolkit.runtime import ort as ort_runtime
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "relu.onnx")
+    first = next(p for p in ort_runtime.ort.get_available_providers() if p != "CPUExecutionProvider")
+
+    class FellBack(ort_runtime.ort.InferenceSession):
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    monkeypatch.setattr(ort_runtime.ort, "InferenceSession", FellBack)
+    with pytest.raises(DltkError, match=f"could not start its {first}; it would run on CPUExecutionProvider"):
+        ort_runtime.OrtSession(tmp_path / "relu.onnx", providers=[first, "CPUExecutionProvider"])
