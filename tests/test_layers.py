@@ -20,7 +20,7 @@ LAYERS = [
               "toolkit.rpc"]),
     ("formats and runtime", ["toolkit.onnx_file", "toolkit.parity", "toolkit.reference", "toolkit.runtime", "toolkit.target"]),
     ("stages", ["toolkit.cuda", "toolkit.train", "toolkit.export", "toolkit.simplify", "toolkit.optimize", "toolkit.tvm_support",
-                "toolkit.schedules", "toolkit.records", "toolkit.tune", "toolkit.quantize", "toolkit.engine", "toolkit.compile"]),
+                "toolkit.schedules", "toolkit.records", "toolkit.nan", "toolkit.tune", "toolkit.quantize", "toolkit.engine", "toolkit.compile"]),
     ("model sources", ["toolkit.sources"]),
     ("tools", ["toolkit.bench", "toolkit.compare", "toolkit.inspect", "toolkit.profile", "toolkit.generate",
                "toolkit.serve", "toolkit.deploy", "toolkit.loadtest", "toolkit.runner"]),

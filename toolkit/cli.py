@@ -7,8 +7,10 @@ Errors print as one line, `error: <what> (<how to fix>)`; -v adds debug logs and
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
+import re
 import shutil
 import sys
 import time
@@ -79,7 +81,7 @@ class DltkGroup(click.Group):
         except DltkError as e:
             if _verbose:
                 traceback.print_exc()
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {_without_unsafe_advice(str(e))}", err=True)
             code = e.exit_code
         except Exception as e:  # a bug in dltk or a library under it
             if _verbose:
@@ -91,11 +93,24 @@ class DltkGroup(click.Group):
                 code = 2
             else:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                click.echo(f"error: {type(e).__name__}: {first} (rerun with -v for the traceback)", err=True)
+                click.echo(f"error: {type(e).__name__}: {_without_unsafe_advice(first)} (rerun with -v for the traceback)", err=True)
                 code = 1
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+# Libraries suggest turning their safe loaders off (numpy's allow_pickle, torch's weights_only=False),
+# which would let a hostile file run code: such advice never reaches a user.
+_UNSAFE_ADVICE = ("allow_pickle", "weights_only")
+
+
+def _without_unsafe_advice(message: str) -> str:
+    if not any(word in message for word in _UNSAFE_ADVICE):
+        return message
+    sentences = re.split(r"(?<=[.;])\s+", message)
+    kept = list(itertools.takewhile(lambda s: not any(word in s for word in _UNSAFE_ADVICE), sentences))
+    return " ".join(kept + ["The file holds Python objects, which dltk does not load (give a file of plain arrays or tensors)"])
 
 
 # Top-level modules of the "full" extra's packages: `pip install dltk` (the runtime) leaves them out.
@@ -122,6 +137,17 @@ def main(argv=None, prog_name="dltk"):
 
 def _echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2))
+
+
+def _output_file(ctx, param, value):
+    """An output file option, checked before any work: writable, not a directory, not inside an artifact."""
+    from toolkit.files import check_output_file
+    from toolkit.runtime.artifact import refuse_inside_artifact
+
+    if value and value != "-":
+        refuse_inside_artifact(value, "/".join(param.opts))  # first: the writability probe would touch it
+        check_output_file(value, "/".join(param.opts))
+    return value
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -151,7 +177,7 @@ def models(as_json):
 
 @cli.command()
 @click.argument("name")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Checkpoint to write [default: NAME.pt].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Checkpoint to write [default: NAME.pt].", callback=_output_file)
 @click.option("--epochs", type=int, help="Epochs [default: the model's recipe].")
 @click.option("--optimizer", type=click.Choice(["sgd", "momentum", "adagrad", "adam"]), help="[default: the recipe's]")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -169,7 +195,7 @@ def train(name, output, epochs, optimizer, seed):
 
 @cli.command()
 @click.argument("source", metavar="NAME|CKPT")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.", callback=_output_file)
 @click.option("--opset", type=int, default=18, show_default=True)
 @click.option("--batch", type=int, help="Fix the batch size [default: a dynamic batch axis].")
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Parity tolerance, absolute.")
@@ -316,7 +342,7 @@ def compile(model, output, target, tune_now, trials, time_budget, db, tune_batch
 @click.option("--backend", type=click.Choice(["ort", "tvm"]), help="[default: tvm for artifacts, ort for ONNX]")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="An input from a .npy file; random when absent.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the outputs to an .npz file.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the outputs to an .npz file.", callback=_output_file)
 @click.option("--json", "as_json", is_flag=True, help="Print the outputs as JSON.")
 @verbose_option
 def run(path, backend, device, inputs, output, as_json):
@@ -350,7 +376,7 @@ def run(path, backend, device, inputs, output, as_json):
 @click.option("--top-k", type=click.IntRange(min=1), help="Sample among the k likeliest characters only (gpt).")
 @click.option("-n", "--count", type=click.IntRange(min=1), help="Samples, run as one batch [default: 1 text, 16 images].")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="PNG grid to write (vae, gan, diffusion).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="PNG grid to write (vae, gan, diffusion).", callback=_output_file)
 @click.option("--backend", type=click.Choice(["ort", "tvm"]), help="[default: tvm for artifacts, ort for ONNX]")
 @verbose_option
 def generate(path, prompt, length, temperature, top_k, count, seed, output, backend):
@@ -412,9 +438,10 @@ def _threads_list(ctx, param, value):
 @click.option("--min-seconds", type=float, default=1.0, show_default=True, help="Seconds per run, at least.")
 @click.option("--max-seconds", type=float, default=60.0, show_default=True, help="Seconds per run, at most.")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Runs of each measurement, for a confidence interval.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON ('-' for stdout).")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write results as CSV.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG: latency against batch, and its distribution.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON ('-' for stdout).", callback=_output_file)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write results as CSV.", callback=_output_file)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), callback=_output_file,
+              help="Write a PNG: latency against batch, and its distribution.")
 @click.option("--rpc-tracker", metavar="HOST:PORT", help="Run ARTIFACT on a remote device through a TVM RPC tracker, timed there.")
 @click.option("--rpc-key", help="The device key registered with the RPC tracker.")
 @verbose_option
@@ -527,7 +554,7 @@ def _layer_lines(result) -> list[str]:
 @cli.command()
 @click.argument("models", nargs=-1, required=True, metavar="[NAME=]MODEL.onnx|ARTIFACT...")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for every interface).")
-@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on (0: a free one).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on (0: a free one).")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Rows per dynamic batch (1: no batching).")
 @click.option("--max-delay-ms", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Longest wait for a batch to fill.")
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True, help="Larger requests get 413.")
@@ -600,7 +627,7 @@ def deploy_triton(model, output, name, max_batch_size, max_delay_us, instances, 
 @click.option("--name", help="Model name [default: the model's own].")
 @click.option("--cpu", default="1", show_default=True)
 @click.option("--memory", default="1Gi", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="YAML file to write [default: stdout].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="YAML file to write [default: stdout].", callback=_output_file)
 @verbose_option
 def deploy_kserve(model, storage_uri, image, name, cpu, memory, output):
     """Write a KServe InferenceService (v2 protocol) for a model."""

@@ -13,7 +13,7 @@ from toolkit import cuda, optimize
 from toolkit.errors import CheckFailed, DltkError
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
 from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
-from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, open_artifact, staging, write_manifest
+from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, check_replaceable, open_artifact, staging, write_manifest
 from toolkit.runtime.batch import named_batch_symbols
 from toolkit.runtime.model_source import name_from, read_metadata
 from toolkit.runtime.ort import OrtSession
@@ -48,6 +48,7 @@ def compile_model(
     from toolkit.simplify import simplify
 
     start = time.perf_counter()
+    check_replaceable(output)  # before minutes of work, not after
     model = load_onnx(onnx_path)
     target = resolve_target(target)
     device = device_of(target)

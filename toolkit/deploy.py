@@ -10,13 +10,13 @@ Kubernetes, `dltk deploy kserve --image` runs the dltk server image (deploy/Dock
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import DltkError
+from toolkit.files import copy_atomically, write_atomically
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
-from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact, staging
+from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact, refuse_inside_artifact
 from toolkit.runtime.batch import shared_batch_dim
 from toolkit.runtime.model_source import ARTIFACT, ModelSource
 from toolkit.runtime.spec import TensorSpec
@@ -102,24 +102,42 @@ def write_triton_repository(path, repository, name: str | None = None, max_batch
                             instances: int = 1, device: str = "cpu") -> Path:
     """Write `repository/<name>/config.pbtxt` and `repository/<name>/1/model.onnx`; return the model's directory.
 
-    The model directory is written beside its place and renamed in, so a failure leaves no half model;
-    an earlier model of the same name is replaced, anything else in the way is refused.
+    Only those two files are written, each atomically; anything else in the model directory (other
+    versions, a README) stays. A model directory whose config.pbtxt dltk did not write is refused.
     """
     if max_batch_size < 0 or max_delay_us < 0 or instances < 1:
         raise DltkError("--max-batch-size and --max-delay-us must not be negative, --instances at least 1")
     model = describe(path, name)
     kind = {"cpu": "KIND_CPU", "cuda": "KIND_GPU"}[device]
-    config = triton_config(model, max_batch_size, max_delay_us, instances, kind)
+    config = f"{TRITON_MARK}\n" + triton_config(model, max_batch_size, max_delay_us, instances, kind)
     destination = Path(repository) / model.name
-    with staging(destination, replaceable=_is_triton_model, kind="Triton model directory") as tmp:
-        (tmp / "1").mkdir()
-        shutil.copyfile(model.onnx_path, tmp / "1" / "model.onnx")
-        (tmp / "config.pbtxt").write_text(config)
+    _check_triton_destination(destination)
+    copy_atomically(model.onnx_path, destination / "1" / "model.onnx")
+    write_atomically(destination / "config.pbtxt", config)
     return destination
 
 
-def _is_triton_model(path: Path) -> bool:
-    return (path / "config.pbtxt").is_file()
+TRITON_MARK = "# written by dltk deploy triton; rewritten by each deploy of this model"
+
+
+def _check_triton_destination(destination: Path) -> None:
+    refuse_inside_artifact(destination)
+    config = destination / "config.pbtxt"
+    if destination.exists() and not destination.is_dir():
+        raise DltkError(f"{destination} exists and is not a Triton model directory", "give another --name or -o")
+    if config.is_symlink() or (config.exists() and not _written_by_dltk(config)):
+        raise DltkError(f"{destination} holds a Triton model that dltk did not write",
+                        "give another --name, or move that model away yourself")
+    if destination.is_dir() and not config.exists() and any(destination.iterdir()):
+        raise DltkError(f"{destination} exists and is not a Triton model directory", "give another --name or -o")
+
+
+def _written_by_dltk(config: Path) -> bool:
+    try:
+        with open(config, encoding="utf-8", errors="replace") as f:
+            return f.readline().rstrip("\n") == TRITON_MARK
+    except OSError:
+        return False
 
 
 # --- KServe ----------------------------------------------------------------------------------

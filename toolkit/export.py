@@ -15,8 +15,9 @@ import onnx
 import torch
 
 from toolkit.errors import CheckFailed, DltkError
-from toolkit.files import write_atomically
+from toolkit.files import check_output_file, write_atomically
 from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
+from toolkit.runtime.artifact import refuse_inside_artifact
 from toolkit.runtime.model_source import NAME_KEY
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import TensorSpec
@@ -54,6 +55,8 @@ def export_model(
     """
     if batch is not None and batch < 1:
         raise DltkError(f"--batch must be at least 1, got {batch}")
+    refuse_inside_artifact(output)
+    check_output_file(output)
     loaded = load_model(source)
     sample = loaded.spec.sample(batch or PARITY_SAMPLES)
     proto = to_onnx(loaded, sample, opset, dynamic=batch is None)

@@ -8,7 +8,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from toolkit.errors import DltkError
-from toolkit.runtime.spec import TensorSpec
+from toolkit.runtime.spec import TensorSpec, check_input_dims
 
 _DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -54,7 +54,8 @@ def tensor_specs(values, skip: set[str] = frozenset()) -> list[TensorSpec]:
 
 
 def input_specs(model: onnx.ModelProto) -> list[TensorSpec]:
-    return tensor_specs(model.graph.input, skip={i.name for i in model.graph.initializer})
+    return check_input_dims(tensor_specs(model.graph.input, skip={i.name for i in model.graph.initializer}),
+                            model.graph.name or "the model")
 
 
 def output_specs(model: onnx.ModelProto) -> list[TensorSpec]:

@@ -8,13 +8,24 @@ SHIPPED_RECORDS    tuning records shipped with dltk, one directory per target ke
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+
+from toolkit.errors import DltkError
 
 SHIPPED_RECORDS = Path(__file__).resolve().parent / "shipped_records"  # package data: installed with dltk
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DLTK_CACHE_DIR") or Path.home() / ".cache" / "dltk")
+    """$DLTK_CACHE_DIR (default ~/.cache/dltk), made if missing; refused early when it cannot be written."""
+    path = Path(os.environ.get("DLTK_CACHE_DIR") or Path.home() / ".cache" / "dltk")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise DltkError(f"the dltk cache {path} is not a writable directory ({e.strerror})",
+                        "set DLTK_CACHE_DIR to a writable directory") from None
+    return path
 
 
 def tuning_db_root() -> Path:

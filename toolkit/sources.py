@@ -8,6 +8,7 @@ inputs. Exports and compiles are cached by content under the dltk cache (toolkit
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,7 +21,7 @@ from toolkit import paths
 from toolkit.errors import DltkError
 from toolkit.rpc import RpcTarget
 from toolkit.runtime import Session, load
-from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact
+from toolkit.runtime.artifact import SOURCE_ONNX, open_artifact
 from toolkit.runtime.batch import batch_dims, batch_symbol
 from toolkit.runtime.model_source import ARTIFACT, ONNX, ModelSource
 from toolkit.runtime.spec import random_feeds
@@ -87,10 +88,23 @@ def compiled_artifact(onnx_path: Path, device: str, log=lambda line: None) -> Pa
         digest.update(records.read_bytes())
     digest.update(toolkit.__version__.encode())
     artifact = paths.cache_dir() / "compiled" / f"{digest.hexdigest()[:16]}-{device}"
-    if not is_artifact(artifact):
+    if not (artifact.exists() and _cached(lambda: open_artifact(artifact), artifact, log)):
         log(f"compiling {onnx_path} for {device} into {artifact}")
         compiler.compile_model(onnx_path, artifact, target=device, log=log)
     return artifact
+
+
+def _cached(open_entry, entry: Path, log):
+    """What `open_entry()` gives for a cache entry; None, with the entry deleted, when it is damaged."""
+    try:
+        return open_entry()
+    except DltkError as e:
+        log(f"rebuilding the damaged cache entry {entry}: {e}")
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        return None
 
 
 def _ort(path: Path, device: str, threads: int | None, options: OrtOptions) -> Session:
@@ -108,10 +122,11 @@ def _zoo_source(source: str, backends: list[str], device: str, ort_options: OrtO
     loaded = load_model(source)
     entry = paths.cache_dir() / f"{loaded.spec.name}-{_weights_key(loaded.module)}"
     onnx_path = entry / "model.onnx"
-    if not onnx_path.is_file():
+    specs = _cached(lambda: load(onnx_path, "cpu"), onnx_path, log) if onnx_path.is_file() else None
+    if specs is None:
         log(f"exporting {loaded.spec.name} to {onnx_path}")
         export_model(source, onnx_path)
-    specs = load(onnx_path, "cpu")
+        specs = load(onnx_path, "cpu")
 
     def opener(backend: str, threads: int | None) -> Session:
         if backend in TORCH_BACKENDS:

@@ -39,7 +39,12 @@ def load_model(source: str, seed: int = 0) -> LoadedModel:
             raise DltkError(str(e)) from None
         spec = spec_for(data["model"])
         module = spec.create(seed)
-        module.load_state_dict(data["state_dict"])
+        try:
+            module.load_state_dict(data["state_dict"])
+        except (RuntimeError, TypeError) as e:  # missing or unexpected keys, tensors of another shape
+            detail = " ".join(str(e).split())  # torch's message spans many lines; keep all of it on one
+            raise DltkError(f"{source} does not hold weights for {spec.name}: {detail}",
+                            f"give a checkpoint written by 'dltk train {spec.name}'") from None
         return LoadedModel(spec, module.eval(), data["info"])
     if path.suffix in (".pt", ".pth") or "/" in source:
         raise DltkError(f"no such file: {source}", "check the path, or give a zoo model name")

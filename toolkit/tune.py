@@ -32,6 +32,7 @@ from pathlib import Path
 
 from toolkit import cuda, paths
 from toolkit.errors import DltkError
+from toolkit.nan import propagate_nan
 from toolkit.records import ShippedRecords, shipped_for, target_key
 from toolkit.rpc import RpcTarget, rpc_target
 
@@ -193,6 +194,7 @@ def build(prepared: Prepared, target: dict):
         mod = relax.transform.DeadCodeElimination(entries)(mod)
         if is_gpu:
             mod = _gpu_default_schedules(mod, prepared)
+        mod = propagate_nan(mod)  # after the records matched: it changes the kernels' TIR
         backend = _backend_pipeline(tvm_target)
         lower = backend.dataflow_lower_passes(tvm_target) + backend.finalize_passes(tvm_target)
         return tvm.transform.Sequential(lower)(mod)

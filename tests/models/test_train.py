@@ -71,3 +71,38 @@ def test_foreign_file_is_not_a_checkpoint(tmp_path):
     path.write_text("hello")
     with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
         checkpoint.read(path)
+
+
+def _flip_a_weight_byte(path, tensor: torch.Tensor) -> None:
+    data = bytearray(path.read_bytes())
+    at = bytes(data).index(tensor.numpy().tobytes())  # torch stores tensors uncompressed
+    data[at + 2] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_a_checkpoint_with_damaged_weight_bytes_is_refused(tmp_path):
+    model = models.get("mlp").create(0)
+    path = tmp_path / "m.pt"
+    checkpoint.save(path, "mlp", model, {})
+    _flip_a_weight_byte(path, next(iter(model.state_dict().values())))
+    with pytest.raises(ValueError, match="damaged: .* fails its CRC check"):
+        checkpoint.read(path)
+
+
+def test_an_empty_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "empty.pt"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        checkpoint.read(path)
+    torch.save({"format": checkpoint.FORMAT, "model": "mlp", "info": {}, "state_dict": {}}, path)
+    with pytest.raises(ValueError, match="without weights"):
+        checkpoint.read(path)
+
+
+def test_checkpoint_temporaries_have_unpredictable_names(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    (tmp_path / ".m.pt.tmp").symlink_to(outside)  # planted where the old fixed name pointed
+    checkpoint.save(tmp_path / "m.pt", "mlp", models.get("mlp").create(0), {})
+    assert outside.read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.pt.tmp", "m.pt", "outside.txt"]

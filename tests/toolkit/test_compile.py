@@ -129,3 +129,18 @@ def test_unsupported_op_names_the_op(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
     with pytest.raises(DltkError, match="TVM cannot import this model: .*Det"):
         compile_model(path, tmp_path / "det.tvm")
+
+
+@pytest.mark.parametrize("change, shape", [
+    (lambda m: m["inputs"][0].update(shape=["batch", 1, 4, 16]), (1, 1, 4, 16)),  # inputs that lie about shape
+    (lambda m: m.update(variants={"1": "main_b99"}), (1, 1, 8, 8)),  # a variant naming a missing function
+])
+def test_a_manifest_that_lies_about_its_library_is_a_usage_error(lenet_artifact, tmp_path, change, shape):
+    copy = tmp_path / "copy.tvm"
+    shutil.copytree(lenet_artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    change(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    session = runtime.load(copy, backend="tvm")
+    with pytest.raises(DltkError, match="cannot run these inputs.*recompile the artifact"):
+        session.run({"input": np.zeros(shape, np.float32)})

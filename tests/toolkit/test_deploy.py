@@ -57,8 +57,33 @@ def test_triton_replaces_its_own_model_but_not_other_directories(lenet_onnx, tmp
     write_triton_repository(lenet_onnx, repo, max_batch_size=8)
     assert parse_config(repo / "lenet" / "config.pbtxt").max_batch_size == 8
     (repo / "taken").mkdir()
+    (repo / "taken" / "notes.txt").write_text("mine")
     with pytest.raises(DltkError, match="not a Triton model directory"):
         write_triton_repository(lenet_onnx, repo, name="taken")
+
+
+def test_triton_deploy_keeps_what_dltk_did_not_write(lenet_onnx, tmp_path):
+    repo = tmp_path / "repo"
+    model_dir = write_triton_repository(lenet_onnx, repo, max_batch_size=4)
+    (model_dir / "2").mkdir()
+    (model_dir / "2" / "model.plan").write_bytes(b"a TensorRT engine")
+    (model_dir / "README.md").write_text("notes")
+    write_triton_repository(lenet_onnx, repo, max_batch_size=8)
+    assert parse_config(model_dir / "config.pbtxt").max_batch_size == 8
+    assert (model_dir / "2" / "model.plan").read_bytes() == b"a TensorRT engine"
+    assert (model_dir / "README.md").read_text() == "notes"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["1", "2", "README.md", "config.pbtxt"]
+
+
+def test_triton_deploy_refuses_a_model_dltk_did_not_write(lenet_onnx, tmp_path):
+    other = tmp_path / "repo" / "lenet"
+    (other / "1").mkdir(parents=True)
+    (other / "config.pbtxt").write_text('name: "lenet"\nplatform: "tensorrt_plan"\n')
+    (other / "1" / "model.plan").write_bytes(b"engine")
+    with pytest.raises(DltkError, match="dltk did not write"):
+        write_triton_repository(lenet_onnx, tmp_path / "repo")
+    assert (other / "config.pbtxt").read_text().startswith('name: "lenet"')
+    assert sorted(p.name for p in (other / "1").iterdir()) == ["model.plan"]
 
 
 def test_triton_config_names_symbolic_inner_dims_minus_one(lenet_onnx):

@@ -81,3 +81,21 @@ def test_unknown_model_and_missing_checkpoint_are_usage_errors(tmp_path):
     assert info.value.exit_code == 2
     with pytest.raises(DltkError, match="no such file: .*missing.pt"):
         export_model(str(tmp_path / "missing.pt"), tmp_path / "x.onnx")
+
+
+def test_checkpoint_of_another_model_or_shape_is_refused_in_full(tmp_path):
+    from models import checkpoint
+
+    path = tmp_path / "x.pt"
+    checkpoint.save(path, "lenet", models.get("mlp").create(0), {})  # says lenet, holds an MLP
+    with pytest.raises(DltkError, match="does not hold weights for lenet: .*Missing key.*Unexpected key") as e:
+        export_model(str(path), tmp_path / "x.onnx")
+    assert "\n" not in str(e.value) and "dltk train lenet" in str(e.value)
+    lenet = models.get("lenet").create(0)
+    state = lenet.state_dict()
+    name = next(iter(state))
+    torch.save({"format": checkpoint.FORMAT, "model": "lenet", "info": {},
+                "state_dict": {**state, name: torch.zeros(3, *state[name].shape)}}, path)
+    with pytest.raises(DltkError, match=f"size mismatch for {name}"):
+        export_model(str(path), tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()

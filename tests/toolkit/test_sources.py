@@ -2,6 +2,7 @@ import pytest
 
 from toolkit import sources
 from toolkit.errors import DltkError
+from toolkit.runtime.artifact import staging, write_manifest
 from toolkit.sources import open_source
 
 
@@ -22,10 +23,11 @@ def test_compiled_artifacts_are_cached_by_model_and_shipped_records(lenet_onnx, 
 
     compiles = []
 
-    def fake_compile(onnx_path, artifact, target, log):  # records the call, writes a manifest only
+    def fake_compile(onnx_path, artifact, target, log):  # records the call, writes a stand-in artifact
         compiles.append(artifact)
-        artifact.mkdir(parents=True)
-        (artifact / "manifest.json").write_text("{}")
+        with staging(artifact) as tmp:
+            (tmp / "model.so").write_bytes(b"library")
+            write_manifest(tmp, {"model": "lenet", "inputs": [], "outputs": [], "device": "cpu"})
 
     monkeypatch.setattr(toolkit.compile, "compile_model", fake_compile)
     monkeypatch.setattr("toolkit.paths.SHIPPED_RECORDS", tmp_path / "tuning")
@@ -34,3 +36,9 @@ def test_compiled_artifacts_are_cached_by_model_and_shipped_records(lenet_onnx, 
     assert sources.compiled_artifact(lenet_onnx, "cpu", log=print) == first and len(compiles) == 1
     (tmp_path / "tuning" / "llvm-x-2c" / "database_tuning_record.json").write_text("[0, []]\n")  # new records
     assert sources.compiled_artifact(lenet_onnx, "cpu", log=print) != first and len(compiles) == 2
+    lines = []
+    with open(compiles[-1] / "model.so", "ab") as f:  # a damaged cache entry
+        f.write(b"\0")
+    assert sources.compiled_artifact(lenet_onnx, "cpu", log=lines.append) == compiles[-1] and len(compiles) == 3
+    assert any("rebuilding the damaged cache entry" in line and str(compiles[-1]) in line for line in lines)
+    assert sources.compiled_artifact(lenet_onnx, "cpu", log=print) == compiles[-1] and len(compiles) == 3

@@ -5,13 +5,11 @@ Needs the `plot` extra (matplotlib); drawn with the Agg backend, so no display i
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
 from toolkit.bench.runner import BenchRun
 from toolkit.errors import DltkError
+from toolkit.files import open_atomically
 
 _LATENCY_SCENARIOS = ("single-stream", "multi-stream")
 
@@ -38,12 +36,9 @@ def write_plot(run: BenchRun, path) -> None:
     env = run.env
     fig.suptitle(f"dltk bench on {env['cpu']} ({env['cores']} cores)", fontsize=11)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with open_atomically(path) as f:
+        fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _series_label(row: dict) -> str:

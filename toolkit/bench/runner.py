@@ -81,12 +81,13 @@ def run_benchmark(sources: list[str], plan: Plan, log=lambda line: None) -> Benc
     run = BenchRun(env, plan, warnings=skew_warnings(env))
     if plan.rpc:
         env["remote"] = str(plan.rpc)  # env describes this host, not it
+    # Every source is opened (and refused if bad) before seconds go into probing the peak.
+    subjects = [open_subject(source, list(plan.backends), plan.device, plan.ort, log, rpc=plan.rpc) for source in sources]
     probe_peak = plan.measure_peak and not plan.rpc  # this host's peak says nothing of a remote device
     if probe_peak:
         log(f"probing this machine's peak ({plan.device})")
         env["peak"] = measure_peak(plan.device)
-    for source in sources:
-        subject = open_subject(source, list(plan.backends), plan.device, plan.ort, log, rpc=plan.rpc)
+    for subject in subjects:
         run.measured += measure_subject(subject, plan, log)
     if probe_peak:
         log("probing the peak again: the faster probe counts")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import DltkError
-from toolkit.runtime.artifact import MANIFEST, SOURCE_ONNX
+from toolkit.runtime.artifact import MANIFEST, SOURCE_ONNX, open_artifact
 
 ONNX, ARTIFACT, CHECKPOINT, ZOO = "ONNX file", "artifact", "checkpoint", "zoo model"
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -70,8 +70,10 @@ class ModelSource:
             raise DltkError(f"no such ONNX file or artifact: {self.path}", "check the path")
         import onnx
 
+        # An artifact's files are read only once its manifest lists them and their hashes match.
+        onnx_path = open_artifact(self.path).file(SOURCE_ONNX) if self.kind == ARTIFACT else self.onnx_path
         try:
-            return read_metadata(onnx.load(str(self.onnx_path), load_external_data=False))
+            return read_metadata(onnx.load(str(onnx_path), load_external_data=False))
         except Exception as e:  # protobuf and onnx raise several types for foreign files
             raise DltkError(f"{self.onnx_path} is not an ONNX model ({type(e).__name__})",
                             "give an exported model or an artifact") from e

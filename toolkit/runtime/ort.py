@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from toolkit.errors import DltkError
-from toolkit.runtime.spec import TensorSpec, validate_feeds
+from toolkit.runtime.spec import TensorSpec, check_input_dims, validate_feeds
 
 # ONNX Runtime's type strings, e.g. "tensor(float)", as numpy dtype names.
 _ORT_DTYPES = {
@@ -92,7 +92,8 @@ class OrtSession:
             # ONNX Runtime falls back to the next provider, with a log line only, when one fails to load.
             raise DltkError(f"ONNX Runtime could not start its {providers[0]}; it would run on {self.providers[0]}",
                             "for CUDA, check that the CUDA 13 and cuDNN 9 libraries load (onnxruntime.print_debug_info())")
-        self.inputs = [_spec(i) for i in self._session.get_inputs()]
+        self.inputs = check_input_dims([_spec(i) for i in self._session.get_inputs()],
+                                       model if isinstance(model, str) else "the model")
         self.outputs = [_spec(o) for o in self._session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolkit.errors import InputError
+from toolkit.errors import DltkError, InputError
 
 Dim = int | str  # a fixed size, or the name of a symbolic dimension such as "batch"
 
@@ -23,6 +23,16 @@ class TensorSpec:
     @classmethod
     def from_json(cls, d: dict) -> TensorSpec:
         return cls(d["name"], tuple(d["shape"]), d["dtype"])
+
+
+def check_input_dims(specs: list[TensorSpec], source) -> list[TensorSpec]:
+    """Refuse a model input with a fixed size below 1: no data fits it, and runtimes fail on it obscurely."""
+    for spec in specs:
+        bad = [d for d in spec.shape if isinstance(d, int) and d < 1]
+        if bad:
+            raise DltkError(f"{source}: input '{spec.name}' has shape {format_shape(spec.shape)}, with a size of {bad[0]}",
+                            "give each input dimension a size of at least 1, or a symbolic name such as 'batch'")
+    return specs
 
 
 def format_shape(shape) -> str:

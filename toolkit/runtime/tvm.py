@@ -105,7 +105,12 @@ class TvmSession:
         if self._allocator == tvm_runtime.POOLED_ALLOCATOR:
             self._bound_pools(feeds)
         to_tvm, to_numpy = (self._cpu_tensor, _cpu_numpy) if self.device == "cpu" else (self._device_tensor, _device_numpy)
-        result = self._function(self.entry_for(feeds))(*[to_tvm(s.name, feeds[s.name]) for s in self.inputs])
+        try:
+            result = self._function(self.entry_for(feeds))(*[to_tvm(s.name, feeds[s.name]) for s in self.inputs])
+        except Exception as e:  # feeds that match the manifest's inputs: the library disagrees with its manifest
+            message = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise DltkError(f"the compiled model cannot run these inputs: {message}",
+                            "its manifest.json does not describe its model.so; recompile the artifact") from e
         values = [result] if isinstance(result, tvm_runtime.ffi().Tensor) else list(result)
         return {name: to_numpy(value) for name, value in zip(self._names, values)}
 

@@ -91,7 +91,10 @@ def create_app(models: dict[str, ServedModel], metrics: Metrics | None = None, m
         start = time.perf_counter()
         label = request.path_params["name"] if request.path_params["name"] in models else ""
         with metrics.in_flight.track_inprogress():
-            answer = await answer_infer(request)
+            try:
+                answer = await answer_infer(request)
+            except Exception as e:  # a bug: still a counted, typed answer, and no traceback for the client
+                answer = error(500, f"internal error: {type(e).__name__}")
         metrics.answered(label, answer.status_code, time.perf_counter() - start)
         return answer
 

@@ -58,9 +58,11 @@ def model_metadata(name: str, platform: str, inputs: list[TensorSpec], outputs: 
 
 def parse_json(body: bytes) -> dict:
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, parse_constant=_refuse_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ProtocolError(f"the request body is not JSON: {e}") from None
+    except RecursionError:
+        raise ProtocolError("the request body is nested too deeply") from None
     if not isinstance(payload, dict):
         raise ProtocolError("the request body must be a JSON object with an 'inputs' list")
     return payload
@@ -98,13 +100,42 @@ def _decode_tensor(tensor: dict, spec: TensorSpec) -> np.ndarray:
         raise ProtocolError(f"input '{name}' needs a 'shape' list of non-negative integers, got {shape!r}")
     if "data" not in tensor:
         raise ProtocolError(f"input '{name}' has no 'data'")
+    scalars = _flatten(tensor["data"], len(shape))
+    if scalars is None or not set(map(type, scalars)) <= _JSON_TYPES[given_type]:
+        raise ProtocolError(f"input '{name}': 'data' is not a list of {given_type} values")
     try:
-        values = np.asarray(tensor["data"], dtype=DATATYPES[given_type])
-    except (ValueError, TypeError, OverflowError) as e:
-        raise ProtocolError(f"input '{name}': 'data' is not a list of {given_type} values ({e})") from None
+        with np.errstate(over="raise"):
+            values = np.asarray(scalars, dtype=DATATYPES[given_type])
+    except (ValueError, TypeError, OverflowError, FloatingPointError) as e:
+        raise ProtocolError(f"input '{name}': 'data' holds a value out of range for {given_type} ({e})") from None
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise ProtocolError(f"input '{name}': 'data' holds a value that is not a finite {given_type} number "
+                            "(NaN and infinity are refused: a model's answer to them means nothing)")
     if values.size != math.prod(shape):
         raise ProtocolError(f"input '{name}' has shape {shape}, which needs {math.prod(shape)} values; 'data' has {values.size}")
     return values.reshape(shape)
+
+
+# The JSON types each datatype accepts: no strings, and booleans only for BOOL.
+_JSON_TYPES = {name: ({bool} if name == "BOOL" else {int} if "INT" in name else {int, float}) for name in DATATYPES}
+
+
+def _refuse_constant(name: str):
+    raise ProtocolError(f"the request body holds {name}, which is not JSON (and not a number a model can use)")
+
+
+def _flatten(data, depth: int) -> list | None:
+    """The scalars of a flat or nested (at most `depth` levels) list, row-major; None when it is neither."""
+    if not isinstance(data, list):
+        return None
+    scalars = data
+    for _ in range(depth):
+        if not any(isinstance(v, list) for v in scalars):
+            return scalars
+        if not all(isinstance(v, list) for v in scalars):
+            return None
+        scalars = [v for row in scalars for v in row]
+    return None if any(isinstance(v, list) for v in scalars) else scalars
 
 
 def _requested_outputs(requested, outputs: list[TensorSpec]) -> list[str]:

@@ -38,11 +38,53 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn(app) -> uvicorn.Server:
+HEADER_TIMEOUT_S = 10.0  # a connection gets this long to send a request's headers, then it is closed
+IDLE_TIMEOUT_S = 5  # a kept-alive connection with no new request is closed after this long
+MAX_CONNECTIONS = 1000  # beyond this many open connections (or requests in flight) a request gets 503
+MAX_HEADER_BYTES = 64 * 1024  # a request whose headers are larger gets 400
+
+
+def _uvicorn(app, header_timeout: float = HEADER_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS) -> uvicorn.Server:
     # Uvicorn stops taking connections on SIGINT/SIGTERM and finishes the requests in flight
     # (up to 30 s) before the application's shutdown closes the batchers.
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=30, lifespan="on")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=30, lifespan="on",
+                            http=_with_header_timeout(header_timeout), timeout_keep_alive=IDLE_TIMEOUT_S,
+                            limit_concurrency=max_connections, h11_max_incomplete_event_size=MAX_HEADER_BYTES)
     return uvicorn.Server(config)
+
+
+def _with_header_timeout(seconds: float):
+    """Uvicorn's h11 protocol with a deadline for each request's headers, which uvicorn lacks: without
+    it a client that connects and never finishes its headers holds the connection for ever."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        _deadline = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()  # the next request's headers get the same time
+
+        def connection_lost(self, exc) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline = self.loop.call_later(seconds, self._overdue)
+
+        def _overdue(self) -> None:
+            waiting = self.cycle is None or self.cycle.response_complete  # no request read since the deadline was set
+            if waiting and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadline
 
 
 def serve(model_args: list[str], host: str = "127.0.0.1", port: int = 8000, policy: BatchPolicy = BatchPolicy(),
@@ -71,15 +113,17 @@ class BackgroundServer:
             httpx.get(server.url + "/v2/health/ready")
     """
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, header_timeout: float = HEADER_TIMEOUT_S,
+                 max_connections: int = MAX_CONNECTIONS):
         self.app, self.host, self.port = app, host, port
+        self.limits = {"header_timeout": header_timeout, "max_connections": max_connections}
         self.url = ""
 
     def __enter__(self) -> BackgroundServer:
         sock = listen(self.host, self.port)
         self.port = sock.getsockname()[1]
         self.url = f"http://{self.host}:{self.port}"
-        self._server = _uvicorn(self.app)
+        self._server = _uvicorn(self.app, **self.limits)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
         while not self._server.started:

@@ -226,12 +226,47 @@ def test_metrics_count_requests_errors_latency_and_queue_time(server):
     assert "dltk_requests_in_flight" in families
 
 
-def test_outputs_json_cannot_carry_answer_500(fixed_onnx):
-    app = build_app([str(fixed_onnx)])
-    with BackgroundServer(app) as srv:
-        x = np.full((2, 3), np.finfo(np.float32).max, np.float32)  # x + 1 stays finite; x * inf would not
-        assert httpx.post(f"{srv.url}/v2/models/fixed/infer", json=v2_request(x=x)).status_code == 200
-        body = v2_request(x=np.zeros((2, 3), np.float32))
-        body["inputs"][0]["data"] = [float("inf")] * 6  # Python's json writes Infinity; numpy reads it
-        response = httpx.post(f"{srv.url}/v2/models/fixed/infer", content=json.dumps(body))
+def test_outputs_json_cannot_carry_answer_500(tmp_path):
+    from onnx import TensorProto, helper
+
+    from tests.toolkit.serve.conftest import _save
+
+    square = _save(helper.make_graph(
+        [helper.make_node("Mul", ["x", "x"], ["y"])], "square",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])]), tmp_path / "square.onnx")
+    with BackgroundServer(build_app([str(square)])) as srv:
+        x = np.full((2, 3), 1e30, np.float32)  # finite, and its square is not
+        response = httpx.post(f"{srv.url}/v2/models/square/infer", json=v2_request(x=x))
         assert response.status_code == 500 and "NaN or infinity" in response.json()["error"]
+
+
+@pytest.mark.parametrize("model", ["lenet", "lenet_tvm"])
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_input_data_answers_400_on_every_engine(server, model, bad):
+    body = json.dumps(GOOD).replace(str(GOOD["inputs"][0]["data"][0]), bad, 1)
+    response = httpx.post(f"{server.url}/v2/models/{model}/infer", content=body)
+    assert response.status_code == 400, response.text
+    assert "not JSON" in response.json()["error"] or "not a finite FP32 number" in response.json()["error"]
+
+
+@pytest.mark.parametrize("data", [[True] * 64, ["1.0"] * 64, [None] * 64, [[1.0] * 8] * 7 + [[1.0] * 7 + ["x"]]])
+def test_strings_booleans_and_nulls_are_not_fp32_data(server, data):
+    response = httpx.post(f"{server.url}/v2/models/lenet/infer", json=_with(GOOD, data=data))
+    assert response.status_code == 400 and "not a list of FP32 values" in response.json()["error"]
+
+
+def test_deeply_nested_json_answers_400_and_is_counted(server):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def errors_400():
+        families = text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)
+        return sum(s.value for f in families if f.name == "dltk_request_errors" for s in f.samples
+                   if s.name.endswith("_total") and s.labels == {"model": "lenet", "code": "400"})
+
+    before = errors_400()
+    for body in ("[" * 20_000 + "]" * 20_000, '{"inputs": ' + "[" * 20_000 + "]" * 20_000 + "}",
+                 json.dumps(_with(GOOD, data=[[[[[[[[[1.0]]]]]]]]]))):
+        response = httpx.post(f"{server.url}/v2/models/lenet/infer", content=body)
+        assert response.status_code == 400 and "error" in response.json()
+    assert errors_400() == before + 3

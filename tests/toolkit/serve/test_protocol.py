@@ -46,3 +46,27 @@ def test_negative_and_boolean_dims_are_refused():
                               {"name": "mask", "shape": [1, 4], "datatype": "BOOL", "data": [1, 1, 1, 1]}]}
         with pytest.raises(ProtocolError, match="'tokens'"):
             decode_request(payload, INPUTS, OUTPUTS)
+
+
+@pytest.mark.parametrize("data, message", [
+    ([1, 2, True, 4], "not a list of INT64 values"),
+    ([1, 2, 3.5, 4], "not a list of INT64 values"),
+    (["1", 2, 3, 4], "not a list of INT64 values"),
+    ([[1, 2], [3, [4]]], "not a list of INT64 values"),
+    ([2**70, 1, 1, 1], "out of range for INT64"),
+])
+def test_data_types_are_strict(data, message):
+    request = {"inputs": [{"name": "tokens", "shape": [1, 4], "datatype": "INT64", "data": data},
+                          {"name": "mask", "shape": [1, 4], "datatype": "BOOL", "data": [True, False, True, True]}]}
+    with pytest.raises(ProtocolError, match=message):
+        decode_request(request, INPUTS, OUTPUTS)
+    request["inputs"][0]["data"] = [1, 2, 3, 4]
+    request["inputs"][1]["data"] = [1, 0, 1, 1]  # numbers are not booleans
+    with pytest.raises(ProtocolError, match="not a list of BOOL values"):
+        decode_request(request, INPUTS, OUTPUTS)
+
+
+@pytest.mark.parametrize("body", [b'{"inputs": NaN}', b'{"a": Infinity}', b"[" * 100000 + b"]" * 100000])
+def test_parse_json_refuses_non_json_numbers_and_deep_nesting(body):
+    with pytest.raises(ProtocolError):
+        parse_json(body)
