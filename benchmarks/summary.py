@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from toolkit.bench import ratio_to
+from toolkit.bench import BenchResult, ratio_to
 
 ROOT = Path(__file__).resolve().parent
-CPU_TARGET_MODELS = ("mlp", "lenet", "gpt", "gcn", "vae", "resnet18")  # the CPU targets of issue 5
+# The models whose tuned TVM code is meant to be as fast as ONNX Runtime on CPU (the tuning table's "target").
+CPU_TARGET_MODELS = ("mlp", "lenet", "gpt", "gcn", "vae", "resnet18")
 TIE = 1.05  # ratios within 5% of 1 are a tie on these shared machines
 
 
@@ -24,9 +25,9 @@ def machine_line(env: dict) -> str:
     return f"{env['cpu']}, {env['cores']} cores, {gpu}; TVM {env['versions']['tvm']}, onnxruntime {env['versions']['onnxruntime']}"
 
 
-def tuning_section(report: dict) -> list[str]:
-    ratios = ratio_to(report["results"], "ort")
-    cells = sorted({(r["model"], r["batch"]) for r in report["results"]},
+def tuning_section(results: list[BenchResult]) -> list[str]:
+    ratios = ratio_to(results, "ort")
+    cells = sorted({(r.model, r.batch) for r in results},
                    key=lambda k: (CPU_TARGET_MODELS.index(k[0]) if k[0] in CPU_TARGET_MODELS else 99, k[1]))
     lines = [
         "TVM's p50 over ONNX Runtime's, single-stream (below 1 is faster than ONNX Runtime):",
@@ -41,8 +42,8 @@ def tuning_section(report: dict) -> list[str]:
     return lines
 
 
-def bench_section(report: dict) -> list[str]:
-    ratios = ratio_to(report["results"], "ort")
+def bench_section(results: list[BenchResult]) -> list[str]:
+    ratios = ratio_to(results, "ort")
     backends = [b for b in ("torch", "torch.compile", "tvm") if any(k[1] == b for k in ratios)]
     batches = sorted({k[2] for k in ratios})
     models = list(dict.fromkeys(k[0] for k in ratios))
@@ -60,6 +61,10 @@ def bench_section(report: dict) -> list[str]:
     return lines
 
 
+def read_results(path: Path) -> list[BenchResult]:
+    return [BenchResult.from_json(r) for r in json.loads(path.read_text())["results"]]
+
+
 def main() -> None:
     lines = [
         "# Benchmark results: ratios",
@@ -74,9 +79,9 @@ def main() -> None:
         env = json.loads((tuning if tuning.is_file() else bench).read_text())["env"]
         lines += ["", f"## {machine.name}", "", machine_line(env), ""]
         if tuning.is_file():
-            lines += tuning_section(json.loads(tuning.read_text())) + [""]
+            lines += tuning_section(read_results(tuning)) + [""]
         if bench.is_file():
-            lines += bench_section(json.loads(bench.read_text()))
+            lines += bench_section(read_results(bench))
     (ROOT / "RESULTS.md").write_text("\n".join(lines).rstrip() + "\n")
     print((ROOT / "RESULTS.md").read_text())
 

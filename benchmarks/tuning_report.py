@@ -77,7 +77,8 @@ def where_the_time_goes(profiles: list[dict]) -> list[str]:
 
 def markdown(report: dict, tuning: dict[str, dict], profiles: list[dict]) -> str:
     env = report["env"]
-    ratios = bench.ratio_to(report["results"], "ort")
+    results = [bench.BenchResult.from_json(r) for r in report["results"]]
+    ratios = bench.ratio_to(results, "ort")
     lines = [
         "# TVM tuning on the reference CPU",
         "",
@@ -92,8 +93,8 @@ def markdown(report: dict, tuning: dict[str, dict], profiles: list[dict]) -> str
         "| model | batch | ort | tvm-untuned | tvm-tuned | untuned / ort | tuned / ort |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    by_key = {(r["model"], r["backend"], r["batch"]): r["latency_ms"]["p50"] for r in report["results"]}
-    for model, batch in sorted({(r["model"], r["batch"]) for r in report["results"]}, key=lambda k: (k[0], k[1])):
+    by_key = {(r.model, r.backend, r.batch): r.p50 for r in results}
+    for model, batch in sorted({(r.model, r.batch) for r in results}):
         lines.append(
             f"| {model} | {batch} | {by_key[(model, 'ort', batch)]:.4f} | {by_key[(model, 'tvm-untuned', batch)]:.4f} | "
             f"{by_key[(model, 'tvm-tuned', batch)]:.4f} | {ratios[(model, 'tvm-untuned', batch)]:.2f} | "

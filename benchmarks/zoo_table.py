@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import models  # noqa: E402
 from toolkit import bench, runtime  # noqa: E402
 from toolkit.compile import compile_model  # noqa: E402
 from toolkit.export import export_model  # noqa: E402
+from toolkit.files import write_atomically  # noqa: E402
 from toolkit.inspect import inspect_path  # noqa: E402
 from toolkit.parity import compare_outputs  # noqa: E402
 from toolkit.runtime.torch import TorchSession  # noqa: E402
@@ -76,7 +76,7 @@ def measure_family(name: str, workdir: Path, log, train_threads: int | None = No
         "onnx_ops": {op["op"]: op["count"] for op in ops},
         "compile_seconds": compiled.seconds,
         "parity": parity,
-        "latency_ms_batch1_p50": {r["backend"]: r["latency_ms"]["p50"] for r in results},
+        "latency_ms_batch1_p50": {r.backend: r.p50 for r in results},
     }
 
 
@@ -103,13 +103,6 @@ def markdown(rows: list[dict], env: dict) -> str:
             f"{lat['torch']:.3f} | {lat['ort']:.3f} | {lat['tvm']:.3f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ import threading
 import numpy as np
 from ray import serve
 
+from toolkit.errors import first_line
 from toolkit.runtime.batch import shared_batch_dim
 from toolkit.runtime.spec import TensorSpec
 from toolkit.serve.app import create_app
@@ -79,7 +80,7 @@ class ModelReplica:
         try:
             return await asyncio.to_thread(self.session.run, feeds), None
         except Exception as e:
-            return None, (str(e).strip().splitlines() or [type(e).__name__])[0]
+            return None, first_line(e)
 
 
 class RemoteModel:

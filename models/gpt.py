@@ -60,14 +60,25 @@ class GPT(nn.Module):
         self.ln = nn.LayerNorm(c.n_embd)
         self.head = nn.Linear(c.n_embd, vocab, bias=False)
         self.head.weight = self.token.weight  # weight tying, as in GPT-2
-        for name, p in self.named_parameters():
-            if name.endswith("proj.weight"):  # GPT-2's scaled init of the residual projections
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * c.n_layer))
+        # GPT-2's init: every weight N(0, 0.02), biases 0; the two projections that add into the
+        # residual stream in each block (attention's output, the MLP's second layer) get
+        # 0.02 / sqrt(2 * n_layer), so the stream's variance does not grow with depth.
+        self.apply(_gpt2_init)
+        for block in self.blocks:
+            for projection in (block.attn.proj, block.mlp[2]):
+                nn.init.normal_(projection.weight, std=0.02 / math.sqrt(2 * c.n_layer))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) int64 -> (B, T, vocab) logits
         positions = torch.arange(tokens.size(1), device=tokens.device)
         x = self.dropout(self.token(tokens) + self.position(positions))  # (B, T, C)
         return self.head(self.ln(self.blocks(x)))
+
+
+def _gpt2_init(module: nn.Module) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
 
 
 class LanguageModel:

@@ -18,16 +18,42 @@ import traceback
 
 import click
 
-from toolkit.errors import CheckFailed, DltkError
+from toolkit.errors import CheckFailed, DltkError, first_line
+from toolkit.parity import ATOL, RTOL
+from toolkit.serve.batching import BatchPolicy
+from toolkit.target import DEVICES
+from toolkit.timing import Budget
+from toolkit.tune import DEFAULT_BATCHES
 
-_verbose = False
+
+class Invocation:
+    """One `dltk` call: whether -v was given, and the debug logging it turned on until the call ends."""
+
+    def __init__(self):
+        self.verbose = False
+        self._handler: logging.Handler | None = None
+        self._level = logging.WARNING
+
+    def enable_debug_logs(self) -> None:
+        if self._handler is None:
+            root = logging.getLogger()
+            self._handler, self._level = logging.StreamHandler(), root.level
+            self._handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+            root.addHandler(self._handler)
+            root.setLevel(logging.DEBUG)
+        self.verbose = True
+
+    def close(self) -> None:
+        if self._handler is not None:
+            root = logging.getLogger()
+            root.removeHandler(self._handler)
+            root.setLevel(self._level)
+            self._handler = None
 
 
 def _set_verbose(ctx, param, value):
-    global _verbose
     if value:
-        _verbose = True
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+        ctx.ensure_object(Invocation).enable_debug_logs()
     return value
 
 
@@ -35,6 +61,27 @@ verbose_option = click.option(
     "-v", "--verbose", is_flag=True, expose_value=False, is_eager=True, callback=_set_verbose,
     help="Debug logs, and the traceback on errors.",
 )
+
+
+# --- options several commands share; defaults from the library -------------------------------------------------
+
+device_option = click.option("--device", type=click.Choice(DEVICES), default=DEVICES[0], show_default=True)
+
+
+def tolerance_options(what: str):
+    """--atol and --rtol, defaulting to the fp32 tolerances of toolkit.parity."""
+    def add(command):
+        command = click.option("--rtol", type=float, default=RTOL, show_default=True, help=f"{what} tolerance, relative.")(command)
+        return click.option("--atol", type=float, default=ATOL, show_default=True, help=f"{what} tolerance, absolute.")(command)
+    return add
+
+
+def rpc_options(tracker_help: str):
+    """--rpc-tracker HOST:PORT and --rpc-key KEY (toolkit.rpc.rpc_target reads them)."""
+    def add(command):
+        command = click.option("--rpc-key", help="The device key registered with the RPC tracker.")(command)
+        return click.option("--rpc-tracker", metavar="HOST:PORT", help=tracker_help)(command)
+    return add
 
 
 def progress(line: str) -> None:
@@ -67,8 +114,7 @@ class DltkGroup(click.Group):
     """Turns every failure into one `error:` line and the documented exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        global _verbose
-        _verbose = False
+        invocation = extra.setdefault("obj", Invocation())
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             code = code if isinstance(code, int) else 0
@@ -79,12 +125,12 @@ class DltkGroup(click.Group):
             click.echo("error: aborted", err=True)
             code = 1
         except DltkError as e:
-            if _verbose:
+            if invocation.verbose:
                 traceback.print_exc()
             click.echo(f"error: {_without_unsafe_advice(str(e))}", err=True)
             code = e.exit_code
         except Exception as e:  # a bug in dltk or a library under it
-            if _verbose:
+            if invocation.verbose:
                 traceback.print_exc()
             package = _full_toolkit_package(e)
             if package:
@@ -92,9 +138,11 @@ class DltkGroup(click.Group):
                            "(pip install 'dltk[full]')", err=True)
                 code = 2
             else:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                first = first_line(e) if str(e).strip() else ""
                 click.echo(f"error: {type(e).__name__}: {_without_unsafe_advice(first)} (rerun with -v for the traceback)", err=True)
                 code = 1
+        finally:
+            invocation.close()
         if standalone_mode:
             sys.exit(code)
         return code
@@ -198,8 +246,7 @@ def train(name, output, epochs, optimizer, seed):
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.", callback=_output_file)
 @click.option("--opset", type=int, default=18, show_default=True)
 @click.option("--batch", type=int, help="Fix the batch size [default: a dynamic batch axis].")
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="Parity tolerance, absolute.")
-@click.option("--rtol", type=float, default=1e-3, show_default=True, help="Parity tolerance, relative.")
+@tolerance_options("Parity")
 @verbose_option
 def export(source, output, opset, batch, atol, rtol):
     """Export a zoo model or checkpoint to ONNX, checked against PyTorch."""
@@ -229,76 +276,24 @@ def inspect(path, as_json, profile, batch):
         return _print_profile(path, batch, as_json)
     if batch is not None:
         raise DltkError("--batch goes with --profile", "add --profile, or drop --batch")
-    from toolkit.inspect import inspect_path
+    from toolkit.inspect import inspect_path, report_renderables
 
     info = inspect_path(path)
     if as_json:
         return _echo_json(info)
-    from rich.markup import escape
-
-    out = console()
-    out.print(f"[bold]{escape(str(path))}[/bold]  producer {info['producer']}, opset {info['opset']}")
-    for kind in ("inputs", "outputs"):
-        for t in info[kind]:
-            shape = ", ".join(map(str, t["shape"]))
-            out.print(escape(f"  {kind[:-1]:6} {t['name']}: {t['dtype']}[{shape}]"))
-    out.print(f"  parameters {info['parameters']:,}   FLOPs at batch 1 {info['flops_batch1']:,}")
-    from rich.table import Table
-
-    table = Table("op", "count", "ort", "tvm", box=None)
-    for op in info["ops"]:
-        table.add_row(op["op"], str(op["count"]), "yes" if op["ort"] else "NO", "yes" if op["tvm"] else "NO")
-    out.print(table)
-    if "artifact" in info:
-        a = info["artifact"]
-        out.print(escape(f"  artifact: target {json.dumps(a['target'])}, device {a['device']}, "
-                  f"verification {json.dumps(a['verification'])}"))
-        out.print(escape(f"  tuning: {json.dumps(a.get('tuning'))}; static-batch variants {json.dumps(a.get('variants') or {})}"))
-        out.print(escape(f"  engine: {_engine_line(a.get('engine'))}"))
-
-
-_PROFILE_ROWS = 15  # kernels shown in the table; --json has them all
+    for renderable in report_renderables(path, info):
+        console().print(renderable)
 
 
 def _print_profile(path, batch: int | None, as_json: bool) -> None:
-    from toolkit.profile import profile_artifact
+    from toolkit.profile import profile_artifact, profile_renderables
 
     progress(f"profiling {path}")
     report = profile_artifact(path, batch)
     if as_json:
         return _echo_json(report)
-    from rich.markup import escape
-    from rich.table import Column, Table
-
-    tvm_report, ort_report = report["tvm"], report["ort"]
-    out = console()
-    out.print(f"[bold]{escape(str(path))}[/bold]  {report['model']} at batch {report['batch']}, "
-              f"TVM entry {report['entry']}, mean of {report['runs']} runs")
-    out.print(f"TVM: kernels {tvm_report['total_us']:.1f} us per inference (whole run {tvm_report['wall_us']:.1f} us "
-              f"unprofiled; {tvm_report['builtin_calls']} VM builtin calls not timed)")
-    table = Table("kernel", *(Column(h, justify="right") for h in ("calls", "us", "%")), box=None)
-    for k in tvm_report["kernels"][:_PROFILE_ROWS]:
-        table.add_row(escape(k["name"]), str(k["calls"]), f"{k['us']:.1f}", f"{100 * k['share']:.1f}")
-    out.print(table)
-    if len(tvm_report["kernels"]) > _PROFILE_ROWS:
-        out.print(f"  ... {len(tvm_report['kernels']) - _PROFILE_ROWS} more kernels (--json lists them all)")
-    out.print(f"ONNX Runtime: nodes {ort_report['total_us']:.1f} us per inference (whole run {ort_report['wall_us']:.1f} us)")
-    table = Table("op", *(Column(h, justify="right") for h in ("us", "%")), box=None)
-    for op in ort_report["op_types"]:
-        table.add_row(escape(op["op"]), f"{op['us']:.1f}", f"{100 * op['share']:.1f}")
-    out.print(table)
-
-
-def _engine_line(engine: dict | None) -> str:
-    if not engine:
-        return "tvm (artifact from before engine choice)"
-    if "p50_ms" not in engine:
-        return f"{engine['chosen']} ({engine.get('reason', '')})"
-    measured = ", ".join(
-        f"{name} " + " / ".join(f"b{b} {ms:.3f}" for b, ms in per_batch.items()) + " ms"
-        for name, per_batch in engine["p50_ms"].items()
-    )
-    return f"{engine['chosen']} runs by default (p50 measured at compile: {measured})"
+    for renderable in profile_renderables(path, report):
+        console().print(renderable)
 
 
 @cli.command()
@@ -311,14 +306,13 @@ def _engine_line(engine: dict | None) -> str:
 @click.option("--time-budget", help="Stop tuning after this long, e.g. 90s, 10m (rerun to continue).")
 @click.option("--db", type=click.Path(file_okay=False),
               help="Tuning database directory [default: the dltk cache]; its records are applied even without --tune.")
-@click.option("--tune-batch", "tune_batches", default="1,8", show_default=True, callback=lambda c, p, v: _int_list(c, p, v),
+@click.option("--tune-batch", "tune_batches", default=",".join(map(str, DEFAULT_BATCHES)), show_default=True,
+              callback=lambda c, p, v: _int_list(c, p, v),
               help="Batch sizes that get tuned static variants (dynamic-batch models).")
-@click.option("--rpc-tracker", metavar="HOST:PORT", help="Measure tuning candidates on a remote device through a TVM RPC tracker.")
-@click.option("--rpc-key", help="The device key registered with the RPC tracker.")
+@rpc_options("Measure tuning candidates on a remote device through a TVM RPC tracker.")
 @click.option("--no-shipped-records", is_flag=True, help="Do not apply the tuning records shipped with dltk (toolkit/shipped_records/).")
 @click.option("--no-engine-choice", is_flag=True, help="Do not measure ONNX Runtime against TVM; the artifact runs TVM.")
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="Verification tolerance, absolute.")
-@click.option("--rtol", type=float, default=1e-3, show_default=True, help="Verification tolerance, relative.")
+@tolerance_options("Verification")
 @verbose_option
 def compile(model, output, target, tune_now, trials, time_budget, db, tune_batches, rpc_tracker, rpc_key,
             no_shipped_records, no_engine_choice, atol, rtol):
@@ -340,7 +334,7 @@ def compile(model, output, target, tune_now, trials, time_budget, db, tune_batch
 @cli.command()
 @click.argument("path", type=click.Path())
 @click.option("--backend", type=click.Choice(["ort", "tvm"]), help="[default: tvm for artifacts, ort for ONNX]")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@device_option
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="An input from a .npy file; random when absent.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the outputs to an .npz file.", callback=_output_file)
 @click.option("--json", "as_json", is_flag=True, help="Print the outputs as JSON.")
@@ -348,7 +342,7 @@ def compile(model, output, target, tune_now, trials, time_budget, db, tune_batch
 def run(path, backend, device, inputs, output, as_json):
     """Run an ONNX file or an artifact once."""
     from toolkit import runtime
-    from toolkit.runner import read_feeds, save_outputs
+    from toolkit.runner import output_lines, outputs_json, read_feeds, save_outputs
 
     session = runtime.load(path, device=device, backend=backend)
     feeds = read_feeds(session.inputs, inputs)
@@ -358,13 +352,10 @@ def run(path, backend, device, inputs, output, as_json):
     if output:
         save_outputs(output, outputs)
     if as_json:
-        return _echo_json({
-            "backend": session.backend, "device": session.device, "latency_ms": elapsed_ms,
-            "outputs": [{"name": n, "shape": list(v.shape), "dtype": str(v.dtype), "data": v.tolist()} for n, v in outputs.items()],
-        })
-    for name, value in outputs.items():
-        preview = " ".join(f"{x:.4g}" for x in value.reshape(-1)[:8])
-        click.echo(f"{name}: {value.dtype}{list(value.shape)}  [{preview}{' ...' if value.size > 8 else ''}]")
+        return _echo_json({"backend": session.backend, "device": session.device, "latency_ms": elapsed_ms,
+                           "outputs": outputs_json(outputs)})
+    for line in output_lines(outputs):
+        click.echo(line)
     click.echo(f"{session.backend} on {session.device}: {elapsed_ms:.3f} ms" + (f"; wrote {output}" if output else ""))
 
 
@@ -424,7 +415,7 @@ def _threads_list(ctx, param, value):
               help="Comma-separated: torch, torch.compile, ort, tvm.")
 @click.option("--batch", "batches", default="1", show_default=True, callback=_int_list, help="Comma-separated batch sizes.")
 @click.option("--threads", default=None, callback=_threads_list, help="Comma-separated intra-op thread counts [default: each library's].")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@device_option
 @click.option("--scenario", "scenarios", default="single-stream", show_default=True, callback=_name_list,
               help="Comma-separated: single-stream, multi-stream, offline, server.")
 @click.option("--target-qps", type=float, help="server: run at this rate.")
@@ -433,17 +424,16 @@ def _threads_list(ctx, param, value):
 @click.option("--ort-opt", type=click.Choice(["disable", "basic", "extended", "all"]), default="all", show_default=True,
               help="ONNX Runtime graph optimization level.")
 @click.option("--ort-providers", default="", callback=_name_list, help="ONNX Runtime providers [default: the device's].")
-@click.option("--warmup", type=int, default=20, show_default=True, help="Calls before timing, in every run.")
-@click.option("--min-iterations", type=int, default=200, show_default=True, help="Timed calls per run, at least.")
-@click.option("--min-seconds", type=float, default=1.0, show_default=True, help="Seconds per run, at least.")
-@click.option("--max-seconds", type=float, default=60.0, show_default=True, help="Seconds per run, at most.")
-@click.option("--repeats", type=int, default=3, show_default=True, help="Runs of each measurement, for a confidence interval.")
+@click.option("--warmup", type=int, default=Budget.warmup, show_default=True, help="Calls before timing, in every run.")
+@click.option("--min-iterations", type=int, default=Budget.min_iterations, show_default=True, help="Timed calls per run, at least.")
+@click.option("--min-seconds", type=float, default=Budget.min_seconds, show_default=True, help="Seconds per run, at least.")
+@click.option("--max-seconds", type=float, default=Budget.max_seconds, show_default=True, help="Seconds per run, at most.")
+@click.option("--repeats", type=int, default=Budget.repeats, show_default=True, help="Runs of each measurement, for a confidence interval.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON ('-' for stdout).", callback=_output_file)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write results as CSV.", callback=_output_file)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), callback=_output_file,
               help="Write a PNG: latency against batch, and its distribution.")
-@click.option("--rpc-tracker", metavar="HOST:PORT", help="Run ARTIFACT on a remote device through a TVM RPC tracker, timed there.")
-@click.option("--rpc-key", help="The device key registered with the RPC tracker.")
+@rpc_options("Run ARTIFACT on a remote device through a TVM RPC tracker, timed there.")
 @verbose_option
 @click.pass_context
 def bench(ctx, source, zoo, output, note, backends, batches, threads, device, scenarios, target_qps, p99_bound,
@@ -488,9 +478,8 @@ def bench(ctx, source, zoo, output, note, backends, batches, threads, device, sc
 @click.option("--backend", "backends", default="ort,tvm", show_default=True, callback=_name_list,
               help="Comma-separated; the first is the reference. torch needs a zoo NAME or CKPT.")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Samples per input.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--atol", type=float, default=1e-4, show_default=True)
-@click.option("--rtol", type=float, default=1e-3, show_default=True)
+@device_option
+@tolerance_options("Comparison")
 @click.option("--per-layer", is_flag=True, help="Compare every intermediate tensor (ort vs tvm); name the first node that diverges.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @verbose_option
@@ -501,11 +490,11 @@ def compare(source, backends, batch, device, atol, rtol, per_layer, as_json):
     if per_layer:
         result = comparing.compare_layers(source, backends, batch, device, atol, rtol, log=progress)
         failed = None if result.passed else result.summary()
-        report, lines = result.to_json(), _layer_lines(result)
+        report, lines = result.to_json(), result.lines()
     else:
         results = comparing.compare_backends(source, backends, batch, device, atol, rtol, log=progress)
         failed = next((c.summary() for c in results if not c.passed), None)
-        report, lines = {"comparisons": [c.to_json() for c in results]}, [x for c in results for x in _output_lines(c)]
+        report, lines = {"comparisons": [c.to_json() for c in results]}, [x for c in results for x in c.lines()]
     if as_json:
         _echo_json(report)
     else:
@@ -515,51 +504,17 @@ def compare(source, backends, batch, device, atol, rtol, per_layer, as_json):
         raise CheckFailed(failed, "see the report above; loosen --atol/--rtol only if the difference is expected")
 
 
-def _histogram_lines(diff) -> list[str]:
-    from toolkit.parity import ERROR_BINS
-
-    widest = max(diff.histogram, default=0) or 1
-    return [f"      |err| {label:>7} {count:>8}  {'#' * round(24 * count / widest)}"
-            for label, count in zip(ERROR_BINS, diff.histogram) if count]
-
-
-def _output_lines(comparison) -> list[str]:
-    lines = [comparison.summary()]
-    for o in comparison.outputs:
-        lines.append(f"  {o.name}: max abs {o.max_abs:.3e}, max rel {o.max_rel:.3e}, "
-                     f"{o.mismatches}/{o.size} over tolerance")
-        lines += _histogram_lines(o)
-    return lines
-
-
-def _layer_lines(result) -> list[str]:
-    first = result.first_divergence
-    lines = []
-    for layer in result.layers:
-        worst = max(layer.outputs, key=lambda o: o.max_abs)
-        mark = "  <- first divergence" if layer is first else ""
-        lines.append(f"  #{layer.index:<4} {layer.node:32} {layer.op_type:18} max abs {worst.max_abs:.2e}  "
-                     f"max rel {worst.max_rel:.2e}  {worst.mismatches}/{worst.size} over{mark}")
-    if first is not None:
-        lines.append("")
-        for o in first.outputs:
-            lines.append(f"  {first.node} output {o.name}:")
-            lines += _histogram_lines(o)
-    if result.skipped:
-        lines.append(f"  not compared (not floating point): {', '.join(result.skipped)}")
-    return lines + [result.summary()]
-
-
-
 @cli.command()
 @click.argument("models", nargs=-1, required=True, metavar="[NAME=]MODEL.onnx|ARTIFACT...")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on (0: a free one).")
-@click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Rows per dynamic batch (1: no batching).")
-@click.option("--max-delay-ms", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Longest wait for a batch to fill.")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=BatchPolicy.max_batch_size, show_default=True,
+              help="Rows per dynamic batch (1: no batching).")
+@click.option("--max-delay-ms", type=click.FloatRange(min=0), default=BatchPolicy.max_delay_ms, show_default=True,
+              help="Longest wait for a batch to fill.")
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True, help="Larger requests get 413.")
 @click.option("--backend", type=click.Choice(["ort", "tvm"]), help="[default: tvm for artifacts, ort for ONNX]")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@device_option
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="ONNX Runtime threads per model (0: one per core; 1 stops idle threads spinning beside the server).")
 @verbose_option
@@ -609,7 +564,7 @@ def deploy():
 @click.option("--max-batch-size", type=click.IntRange(min=0), default=32, show_default=True)
 @click.option("--max-delay-us", type=click.IntRange(min=0), default=2000, show_default=True, help="Triton's max_queue_delay_microseconds.")
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@device_option
 @verbose_option
 def deploy_triton(model, output, name, max_batch_size, max_delay_us, instances, device):
     """Write a Triton model repository entry: NAME/config.pbtxt and NAME/1/model.onnx."""

@@ -96,6 +96,24 @@ class LayerComparison:
                 f"#{first.index}), output {worst.name}: max abs {worst.max_abs:.2e}, "
                 f"{worst.mismatches}/{worst.size} over tolerance")
 
+    def lines(self) -> list[str]:
+        """A line per layer (the first divergence marked), its histograms, then the summary."""
+        first = self.first_divergence
+        lines = []
+        for layer in self.layers:
+            worst = max(layer.outputs, key=lambda o: o.max_abs)
+            mark = "  <- first divergence" if layer is first else ""
+            lines.append(f"  #{layer.index:<4} {layer.node:32} {layer.op_type:18} max abs {worst.max_abs:.2e}  "
+                         f"max rel {worst.max_rel:.2e}  {worst.mismatches}/{worst.size} over{mark}")
+        if first is not None:
+            lines.append("")
+            for o in first.outputs:
+                lines.append(f"  {first.node} output {o.name}:")
+                lines += o.histogram_lines()
+        if self.skipped:
+            lines.append(f"  not compared (not floating point): {', '.join(self.skipped)}")
+        return lines + [self.summary()]
+
     def to_json(self) -> dict:
         first = self.first_divergence
         return {"reference": self.reference, "candidate": self.candidate, "atol": self.atol, "rtol": self.rtol,

@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 
 from toolkit import cuda, optimize
-from toolkit.errors import CheckFailed, DltkError
+from toolkit.errors import CheckFailed, DltkError, first_line
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
 from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, check_replaceable, open_artifact, staging, write_manifest
@@ -102,8 +102,7 @@ def import_onnx(model: onnx.ModelProto):
     try:
         return from_onnx(model, keep_params_in_input=False)
     except Exception as e:  # the importer raises OpNotImplemented, TVMError, ValueError, ...
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DltkError(f"TVM cannot import this model: {message}", "see 'dltk inspect' for the ops TVM supports") from e
+        raise DltkError(f"TVM cannot import this model: {first_line(e)}", "see 'dltk inspect' for the ops TVM supports") from e
 
 
 def build(module, target: dict):
@@ -119,7 +118,7 @@ def build(module, target: dict):
     except DltkError:
         raise
     except Exception as e:
-        raise CheckFailed(f"TVM failed to compile the model: {str(e).strip().splitlines()[0]}", "rerun with -v for the trace") from e
+        raise CheckFailed(f"TVM failed to compile the model: {first_line(e)}", "rerun with -v for the trace") from e
 
 
 def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: float, length_limits=None,

@@ -21,3 +21,9 @@ class CheckFailed(DltkError):
 
 class InputError(DltkError, ValueError):
     """Feeds that do not match a model's inputs. A ValueError for applications, exit 2 for the CLI."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when the message is empty."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

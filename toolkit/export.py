@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import torch
 
-from toolkit.errors import CheckFailed, DltkError
+from toolkit.errors import CheckFailed, DltkError, first_line
 from toolkit.files import check_output_file, write_atomically
 from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.runtime.artifact import refuse_inside_artifact
@@ -64,7 +64,7 @@ def export_model(
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as e:
-        raise CheckFailed(f"onnx.checker rejected the export: {str(e).splitlines()[0]}") from e
+        raise CheckFailed(f"onnx.checker rejected the export: {first_line(e)}") from e
     model_bytes = proto.SerializeToString()
     session = OrtSession(model_bytes)
     parity = compare_outputs(
@@ -108,7 +108,7 @@ def to_onnx(loaded: LoadedModel, sample: tuple[torch.Tensor, ...], opset: int, d
             )
     except Exception as e:
         raise DltkError(
-            f"torch.onnx.export failed for {spec.name}: {str(e).strip().splitlines()[0]}",
+            f"torch.onnx.export failed for {spec.name}: {first_line(e)}",
             "rerun with -v for the exporter's log" + ("; try a static --batch" if dynamic else ""),
         ) from e
     return program.model_proto

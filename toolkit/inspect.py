@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -40,6 +41,44 @@ def inspect_model(model: onnx.ModelProto) -> dict:
             for op, n in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))
         ],
     }
+
+
+def report_renderables(path, info: dict) -> list:
+    """inspect_path's report for a terminal: lines (rich markup) and the op table."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    lines: list = [f"[bold]{escape(str(path))}[/bold]  producer {info['producer']}, opset {info['opset']}"]
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            shape = ", ".join(map(str, t["shape"]))
+            lines.append(escape(f"  {kind[:-1]:6} {t['name']}: {t['dtype']}[{shape}]"))
+    lines.append(f"  parameters {info['parameters']:,}   FLOPs at batch 1 {info['flops_batch1']:,}")
+    table = Table("op", "count", "ort", "tvm", box=None)
+    for op in info["ops"]:
+        table.add_row(op["op"], str(op["count"]), "yes" if op["ort"] else "NO", "yes" if op["tvm"] else "NO")
+    lines.append(table)
+    if "artifact" in info:
+        a = info["artifact"]
+        lines.append(escape(f"  artifact: target {json.dumps(a['target'])}, device {a['device']}, "
+                            f"verification {json.dumps(a['verification'])}"))
+        lines.append(escape(f"  tuning: {json.dumps(a.get('tuning'))}; "
+                            f"static-batch variants {json.dumps(a.get('variants') or {})}"))
+        lines.append(escape(f"  engine: {engine_line(a.get('engine'))}"))
+    return lines
+
+
+def engine_line(engine: dict | None) -> str:
+    """The manifest's engine choice in words."""
+    if not engine:
+        return "tvm (artifact from before engine choice)"
+    if "p50_ms" not in engine:
+        return f"{engine['chosen']} ({engine.get('reason', '')})"
+    measured = ", ".join(
+        f"{name} " + " / ".join(f"b{b} {ms:.3f}" for b, ms in per_batch.items()) + " ms"
+        for name, per_batch in engine["p50_ms"].items()
+    )
+    return f"{engine['chosen']} runs by default (p50 measured at compile: {measured})"
 
 
 def _op_key(node) -> str:

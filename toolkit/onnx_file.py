@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from toolkit.errors import DltkError
+from toolkit.errors import DltkError, first_line
 from toolkit.runtime.spec import TensorSpec, check_input_dims
 
 _DTYPES = {
@@ -37,7 +37,7 @@ def load_onnx(path) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
-        raise DltkError(f"{path} is not a valid ONNX model: {str(e).strip().splitlines()[0]}", "re-export it") from e
+        raise DltkError(f"{path} is not a valid ONNX model: {first_line(e)}", "re-export it") from e
     return model
 
 

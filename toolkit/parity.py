@@ -28,6 +28,12 @@ class OutputDiff:
     size: int
     histogram: tuple[int, ...] = ()  # counts of |error| per ERROR_BINS
 
+    def histogram_lines(self) -> list[str]:
+        """The |error| histogram as text bars, empty bins left out."""
+        widest = max(self.histogram, default=0) or 1
+        return [f"      |err| {label:>7} {count:>8}  {'#' * round(24 * count / widest)}"
+                for label, count in zip(ERROR_BINS, self.histogram) if count]
+
     def to_json(self) -> dict:
         return {"name": self.name, "max_abs_error": self.max_abs, "max_rel_error": self.max_rel,
                 "mismatches": self.mismatches, "size": self.size,
@@ -60,6 +66,15 @@ class Comparison:
             f"{self.candidate} vs {self.reference}: {verdict} "
             f"(max abs {self.max_abs:.2e}, max rel {self.max_rel:.2e}; atol {self.atol:g}, rtol {self.rtol:g})"
         )
+
+    def lines(self) -> list[str]:
+        """The summary, then each output's errors and histogram, for a terminal."""
+        lines = [self.summary()]
+        for o in self.outputs:
+            lines.append(f"  {o.name}: max abs {o.max_abs:.3e}, max rel {o.max_rel:.3e}, "
+                         f"{o.mismatches}/{o.size} over tolerance")
+            lines += o.histogram_lines()
+        return lines
 
     def to_json(self) -> dict:
         return {

@@ -30,6 +30,7 @@ from toolkit.runtime.model_source import ARTIFACT, ModelSource
 from toolkit.runtime.spec import TensorSpec, random_feeds
 from toolkit.runtime.tvm import TvmSession
 
+ROWS_SHOWN = 15  # kernels in the terminal table; --json has them all
 WARMUP = 5  # untimed calls before the profiled ones, in each engine
 _BUILTIN = "vm.builtin."  # prefix of the Relax VM's own functions: allocation, shape checks
 
@@ -78,6 +79,32 @@ def batch_feeds(inputs: list[TensorSpec], batch: int | None) -> tuple[int, dict[
     if batch not in (None, fixed):
         raise DltkError(f"the model's inputs have a fixed batch of {fixed}", f"profile it at batch {fixed}")
     return fixed, random_feeds(inputs)
+
+
+def profile_renderables(path, report: dict) -> list:
+    """profile_artifact's report for a terminal: lines (rich markup) and the kernel and op tables."""
+    from rich.markup import escape
+    from rich.table import Column, Table
+
+    tvm_report, ort_report = report["tvm"], report["ort"]
+    lines: list = [
+        f"[bold]{escape(str(path))}[/bold]  {report['model']} at batch {report['batch']}, "
+        f"TVM entry {report['entry']}, mean of {report['runs']} runs",
+        f"TVM: kernels {tvm_report['total_us']:.1f} us per inference (whole run {tvm_report['wall_us']:.1f} us "
+        f"unprofiled; {tvm_report['builtin_calls']} VM builtin calls not timed)",
+    ]
+    table = Table("kernel", *(Column(h, justify="right") for h in ("calls", "us", "%")), box=None)
+    for k in tvm_report["kernels"][:ROWS_SHOWN]:
+        table.add_row(escape(k["name"]), str(k["calls"]), f"{k['us']:.1f}", f"{100 * k['share']:.1f}")
+    lines.append(table)
+    if len(tvm_report["kernels"]) > ROWS_SHOWN:
+        lines.append(f"  ... {len(tvm_report['kernels']) - ROWS_SHOWN} more kernels (--json lists them all)")
+    lines.append(f"ONNX Runtime: nodes {ort_report['total_us']:.1f} us per inference (whole run {ort_report['wall_us']:.1f} us)")
+    table = Table("op", *(Column(h, justify="right") for h in ("us", "%")), box=None)
+    for op in ort_report["op_types"]:
+        table.add_row(escape(op["op"]), f"{op['us']:.1f}", f"{100 * op['share']:.1f}")
+    lines.append(table)
+    return lines
 
 
 # --- TVM ---------------------------------------------------------------------------------------

@@ -62,3 +62,16 @@ def read_npy(file) -> np.ndarray:
 def save_outputs(path, outputs: dict[str, np.ndarray]) -> None:
     with open_atomically(path) as f:
         np.savez(f, **outputs)
+
+
+def output_lines(outputs: dict[str, np.ndarray], shown: int = 8) -> list[str]:
+    """Each output's dtype, shape and first values."""
+    lines = []
+    for name, value in outputs.items():
+        preview = " ".join(f"{x:.4g}" for x in value.reshape(-1)[:shown])
+        lines.append(f"{name}: {value.dtype}{list(value.shape)}  [{preview}{' ...' if value.size > shown else ''}]")
+    return lines
+
+
+def outputs_json(outputs: dict[str, np.ndarray]) -> list[dict]:
+    return [{"name": n, "shape": list(v.shape), "dtype": str(v.dtype), "data": v.tolist()} for n, v in outputs.items()]

@@ -9,8 +9,9 @@ import json
 import os
 import platform
 
-from toolkit.errors import DltkError
+from toolkit.errors import DltkError, first_line
 
+DEVICES = ("cpu", "cuda")  # where a model runs: the host CPU or a CUDA GPU; the first is the default
 _DEVICE_OF_KIND = {"llvm": "cpu", "cuda": "cuda"}
 
 
@@ -57,7 +58,7 @@ def resolve_target(target: str | dict) -> dict:
     try:
         tvm.target.Target(target)
     except Exception as e:  # TVM raises its own error types for bad attributes
-        raise DltkError(f"TVM rejects target {json.dumps(target)}: {str(e).splitlines()[0]}") from e
+        raise DltkError(f"TVM rejects target {json.dumps(target)}: {first_line(e)}") from e
     return target
 
 

@@ -75,5 +75,5 @@ def train_model(
         "optimizer": recipe.optimizer,
         "seed": seed,
     }
-    checkpoint.save(output, spec.name, model, info)
+    checkpoint.save(output, spec.name, model, info)  # written atomically
     return result

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit import cuda, paths
-from toolkit.errors import DltkError
+from toolkit.errors import DltkError, first_line
 from toolkit.nan import propagate_nan
 from toolkit.records import ShippedRecords, shipped_for, target_key
 from toolkit.rpc import RpcTarget, rpc_target
@@ -91,7 +91,7 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
     except Exception as e:  # TVM's passes refuse some graphs with copies (e.g. rewritten LSTMs)
         if not variants:
             raise
-        log(f"static-batch variants skipped: TVM could not fuse them ({str(e).strip().splitlines()[0][:100]})")
+        log(f"static-batch variants skipped: TVM could not fuse them ({first_line(e)[:100]})")
         variants = {}
         fused = fuse(module, tvm_target)
     module = fused
@@ -524,7 +524,7 @@ def _open_db(directory: Path):
             path_tuning_record=str(directory / "database_tuning_record.json"),
         )
     except Exception as e:
-        raise DltkError(f"cannot read the tuning database in {directory}: {str(e).strip().splitlines()[0]}",
+        raise DltkError(f"cannot read the tuning database in {directory}: {first_line(e)}",
                         "point --db at another directory or delete this one") from e
 
 

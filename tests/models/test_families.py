@@ -49,6 +49,19 @@ def test_gpt_is_causal_so_right_padding_cannot_change_earlier_logits():
         assert not torch.allclose(model(tokens)[:, 5:], model(changed)[:, 5:])
 
 
+def test_gpt_starts_from_gpt2s_init():
+    config = gpt.GPTConfig(n_layer=8, n_embd=256)
+    model = gpt.GPT(config)
+    base, residual = 0.02, 0.02 / (2 * config.n_layer) ** 0.5
+    assert model.token.weight.std().item() == pytest.approx(base, rel=0.05)
+    assert model.blocks[0].attn.qkv.weight.std().item() == pytest.approx(base, rel=0.05)
+    for block in model.blocks:
+        for projection in (block.attn.proj, block.mlp[2]):  # both residual projections, scaled
+            assert projection.weight.std().item() == pytest.approx(residual, rel=0.1)
+            assert not projection.bias.any()
+    assert model.head.weight is model.token.weight
+
+
 def test_gpt_corpus_round_trips_and_holds_out_its_tail():
     text = gpt.corpus()
     assert 10_000 < len(text.encode()) < 100_000

@@ -1,4 +1,5 @@
 import json
+import logging
 import subprocess
 import sys
 
@@ -145,6 +146,14 @@ def test_verbose_shows_the_traceback(tmp_path):
     assert result.exit_code == 2 and "Traceback" in result.stderr
     result = invoke("inspect", tmp_path / "nope.onnx", "-v")
     assert result.exit_code == 2 and "Traceback" in result.stderr
+
+
+def test_verbose_ends_with_its_call(tmp_path):
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    assert invoke("-v", "inspect", tmp_path / "nope.onnx").exit_code == 2
+    assert root.level == level and root.handlers == handlers  # no debug logging left for later calls
+    assert_one_line_error(invoke("inspect", tmp_path / "nope.onnx"), 2, "no such file")  # nor the traceback
 
 
 def test_python_dash_m_runs_the_same_cli():

@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from toolkit.bench.results import Cost
+
 # Square fp32 matmuls of these sizes: cached in L2, near BLAS's peak, and short (well under a
 # millisecond), so the best of many calls lands between other processes' time slices and
 # approaches the uncontended peak even on a shared machine. A large matmul is always preempted there.
@@ -50,18 +52,15 @@ def measure_peak(device: str = "cpu", seconds: float = 0.2) -> dict:
     }
 
 
-def result_cost(cost: dict, latency_ms: float, peak: dict | None) -> dict:
-    """Fields added to a result row: the graph's work at this batch and how fast it was done."""
+def result_cost(cost: dict, latency_ms: float) -> Cost:
+    """The graph's work at this batch (graph_cost's dict) and how fast it was done at `latency_ms`."""
     seconds = latency_ms / 1e3
-    fields = {
-        "flops": cost["flops"],
-        "bytes": cost["bytes"],
-        "gflops_per_s": cost["flops"] / seconds / 1e9 if seconds else None,
-        "gbytes_per_s": cost["bytes"] / seconds / 1e9 if seconds else None,
-    }
-    if peak and peak.get("gflops") and fields["gflops_per_s"] is not None:
-        fields["peak_share"] = fields["gflops_per_s"] / peak["gflops"]
-    return fields
+    return Cost(
+        flops=cost["flops"],
+        bytes=cost["bytes"],
+        gflops_per_s=cost["flops"] / seconds / 1e9 if seconds else None,
+        gbytes_per_s=cost["bytes"] / seconds / 1e9 if seconds else None,
+    )
 
 
 def best_peak(*peaks: dict) -> dict:

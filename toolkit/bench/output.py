@@ -6,6 +6,7 @@ import csv
 import io
 import json
 
+from toolkit.bench.results import BenchResult
 from toolkit.bench.runner import BenchRun, row_ratios
 from toolkit.files import write_atomically
 
@@ -42,7 +43,8 @@ def to_csv_text(run: BenchRun) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for r in run.results:
+    for result in run.results:
+        r = result.to_json()
         flat = dict(r, **r["latency_ms"])
         ci = r.get("p50_ci95_ms") or [None, None]
         flat["p50_ci95_low"], flat["p50_ci95_high"] = ci
@@ -61,12 +63,12 @@ def tables(run: BenchRun) -> list:
     if peak.get("gflops"):
         machine += f"; peak {peak['gflops']:,.0f} GFLOP/s measured"
     out = []
-    for scenario in dict.fromkeys(r["scenario"] for r in run.results):
-        indexed = [(i, r) for i, r in enumerate(run.results) if r["scenario"] == scenario]
+    for scenario in dict.fromkeys(r.scenario for r in run.results):
+        indexed = [(i, r) for i, r in enumerate(run.results) if r.scenario == scenario]
         table = Table(title=f"{scenario} ({machine})", box=None, title_justify="left")
         columns, render = _LAYOUTS[scenario]
         # a thread column only when threads were set: narrower tables fit a terminal
-        keep = [c != "threads" or any(r.get("threads") is not None for _, r in indexed) for c in columns]
+        keep = [c != "threads" or any(r.threads is not None for _, r in indexed) for c in columns]
         for column, kept in zip(columns, keep):
             if kept:
                 table.add_column(column, justify="left" if column in ("model", "backend") else "right")
@@ -76,32 +78,30 @@ def tables(run: BenchRun) -> list:
     return out
 
 
-def _latency_cells(r: dict, ratio) -> list[str]:
-    lat = r["latency_ms"]
-    ci = r.get("p50_ci95_ms")
+def _latency_cells(r: BenchResult, ratio) -> list[str]:
+    lat, ci = r.latency_ms, r.p50_ci95_ms
     return [
-        r["model"], r["backend"], str(r["batch"]), _threads(r.get("threads")), f"{lat['p50']:.3f}",
-        f"{(ci[1] - ci[0]) / 2:.3f}" if ci else "", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{lat['p99.9']:.3f}",
-        f"{lat['mean']:.3f}", f"{r['cov']:.0%}", f"{r['throughput_per_s']:,.0f}", *_gflops(r),
+        r.model, r.backend, str(r.batch), _threads(r.threads), f"{lat.p50:.3f}",
+        f"{(ci[1] - ci[0]) / 2:.3f}" if ci else "", f"{lat.p90:.3f}", f"{lat.p99:.3f}", f"{lat.p99_9:.3f}",
+        f"{lat.mean:.3f}", f"{r.cov:.0%}", f"{r.throughput_per_s:,.0f}", *_gflops(r),
         f"{ratio:.2f}x" if ratio is not None else "",
     ]
 
 
-def _offline_cells(r: dict, ratio) -> list[str]:
-    ci = r.get("throughput_ci95")
-    return [r["model"], r["backend"], str(r["batch"]), _threads(r.get("threads")), f"{r['throughput_per_s']:,.0f}",
-            f"{(ci[1] - ci[0]) / 2:,.0f}" if ci else "", "best" if r.get("best") else "",
-            f"{r['latency_ms']['p50']:.3f}", *_gflops(r)]
+def _offline_cells(r: BenchResult, ratio) -> list[str]:
+    ci = r.throughput_ci95
+    return [r.model, r.backend, str(r.batch), _threads(r.threads), f"{r.throughput_per_s:,.0f}",
+            f"{(ci[1] - ci[0]) / 2:,.0f}" if ci else "", "best" if r.best else "",
+            f"{r.latency_ms.p50:.3f}", *_gflops(r)]
 
 
-def _server_cells(r: dict, ratio) -> list[str]:
-    lat = r["latency_ms"]
-    bound = r.get("p99_bound_ms")
+def _server_cells(r: BenchResult, ratio) -> list[str]:
+    lat, bound = r.latency_ms, r.p99_bound_ms
     verdict = ""
     if bound is not None:
-        verdict = f"max {r['max_qps_under_bound']:,.0f} QPS" if r.get("max_qps_under_bound") else "none met it"
-    return [r["model"], r["backend"], str(r["batch"]), _threads(r.get("threads")), f"{r['target_qps']:,.0f}",
-            f"{r['achieved_qps']:,.0f}", f"{lat['p50']:.3f}", f"{lat['p99']:.3f}",
+        verdict = f"max {r.max_qps_under_bound:,.0f} QPS" if r.max_qps_under_bound else "none met it"
+    return [r.model, r.backend, str(r.batch), _threads(r.threads), f"{r.target_qps:,.0f}",
+            f"{r.achieved_qps:,.0f}", f"{lat.p50:.3f}", f"{lat.p99:.3f}",
             f"{bound:g}" if bound is not None else "", verdict]
 
 
@@ -142,7 +142,7 @@ def markdown(run: BenchRun, note: str = "") -> str:
         lines.append("|" + "|".join(" --- " for _ in headers) + "|")
         for row in zip(*[list(c.cells) for c in table.columns]):
             lines.append("| " + " | ".join(row) + " |")
-    if "single-stream" in {r["scenario"] for r in run.results} and ratios:
+    if "single-stream" in {r.scenario for r in run.results} and ratios:
         lines += ["", "p50/ort: the backend's median latency over ONNX Runtime's at the same batch and threads, "
                   "measured side by side in one process; on a shared machine a ratio within 0.95-1.05 is a tie."]
     if run.warnings:
@@ -156,11 +156,11 @@ def _budget(run: BenchRun) -> str:
             f"{b.repeats} runs interleaved across backends")
 
 
-def _gflops(r: dict) -> list[str]:
-    if r.get("gflops_per_s") is None:
+def _gflops(r: BenchResult) -> list[str]:
+    if r.cost is None or r.cost.gflops_per_s is None:
         return ["", ""]
-    share = r.get("peak_share")
-    return [f"{r['gflops_per_s']:.2f}", f"{share:.1%}" if share is not None else ""]
+    share = r.peak_share
+    return [f"{r.cost.gflops_per_s:.2f}", f"{share:.1%}" if share is not None else ""]
 
 
 def _threads(count) -> str:

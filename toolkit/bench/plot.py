@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from toolkit.bench.results import BenchResult
 from toolkit.bench.runner import BenchRun
 from toolkit.errors import DltkError
 from toolkit.files import open_atomically
 
-_LATENCY_SCENARIOS = ("single-stream", "multi-stream")
+LATENCY_PLOTTED = ("single-stream", "multi-stream")
 
 
 def write_plot(run: BenchRun, path) -> None:
@@ -22,15 +23,15 @@ def write_plot(run: BenchRun, path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise DltkError("--plot needs matplotlib", "pip install 'dltk[plot]'") from None
-    measured = [m for m in run.measured if m["scenario"] in _LATENCY_SCENARIOS]
+    measured = [m for m in run.results if m.scenario in LATENCY_PLOTTED]
     if not measured:
         raise DltkError("nothing to plot: --plot draws the single-stream or multi-stream latencies",
                         "add --scenario single-stream")
-    models = list(dict.fromkeys(m["model"] for m in measured))
+    models = list(dict.fromkeys(m.model for m in measured))
     fig, axes = plt.subplots(len(models), 2, figsize=(12, 4.2 * len(models)), squeeze=False)
     colours = {}
     for (left, right), model in zip(axes, models):
-        rows = [m for m in measured if m["model"] == model]
+        rows = [m for m in measured if m.model == model]
         _latency_vs_batch(left, rows, colours, model)
         _distribution(right, rows, colours, model)
     env = run.env
@@ -41,11 +42,11 @@ def write_plot(run: BenchRun, path) -> None:
     plt.close(fig)
 
 
-def _series_label(row: dict) -> str:
-    threads = row.get("threads")
+def _series_label(row: BenchResult) -> str:
+    threads = row.threads
     if threads is None:
-        return row["backend"]
-    return f"{row['backend']} ({threads} thread{'s' if threads > 1 else ''})"
+        return row.backend
+    return f"{row.backend} ({threads} thread{'s' if threads > 1 else ''})"
 
 
 def _colour(colours: dict, label: str):
@@ -56,14 +57,14 @@ def _colour(colours: dict, label: str):
 
 def _latency_vs_batch(ax, rows, colours, model: str) -> None:
     for label in dict.fromkeys(_series_label(m) for m in rows):
-        series = sorted((m for m in rows if _series_label(m) == label), key=lambda r: r["batch"])
-        batches = [r["batch"] for r in series]
-        p50 = [r["latency_ms"]["p50"] for r in series]
-        p99 = [r["latency_ms"]["p99"] for r in series]
+        series = sorted((m for m in rows if _series_label(m) == label), key=lambda r: r.batch)
+        batches = [r.batch for r in series]
+        p50 = [r.latency_ms.p50 for r in series]
+        p99 = [r.latency_ms.p99 for r in series]
         colour = _colour(colours, label)
         ax.plot(batches, p50, marker="o", color=colour, label=f"{label}: p50 (solid), p99 (dashed)")
         ax.plot(batches, p99, linestyle="--", linewidth=1, marker=".", color=colour)
-    batches = sorted({m["batch"] for m in rows})
+    batches = sorted({m.batch for m in rows})
     ax.set_xscale("log", base=2)
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.minorticks_off()
@@ -76,8 +77,8 @@ def _latency_vs_batch(ax, rows, colours, model: str) -> None:
 
 
 def _distribution(ax, rows, colours, model: str) -> None:
-    batch = min(m["batch"] for m in rows)
-    chosen = [m for m in rows if m["batch"] == batch]
+    batch = min(m.batch for m in rows)
+    chosen = [m for m in rows if m.batch == batch]
     values = np.concatenate([m.latencies_ms for m in chosen])
     low, high = max(values.min(), 1e-4), values.max()
     bins = np.geomspace(low, high * 1.0001, 60) if high > low else 10
@@ -85,7 +86,7 @@ def _distribution(ax, rows, colours, model: str) -> None:
         label = _series_label(m)
         share = np.full(len(m.latencies_ms), 1.0 / len(m.latencies_ms))  # runs of different lengths compare
         ax.hist(m.latencies_ms, bins=bins, weights=share, histtype="step", linewidth=1.5, color=_colour(colours, label),
-                label=f"{label}: p50 {m['latency_ms']['p50']:.3f}, p99 {m['latency_ms']['p99']:.3f} ms")
+                label=f"{label}: p50 {m.latency_ms.p50:.3f}, p99 {m.latency_ms.p99:.3f} ms")
     ax.set_xscale("log")
     ax.set_xlabel("latency per call, ms")
     ax.set_ylabel("share of calls")

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from toolkit.bench import scenarios
 from toolkit.bench.costmodel import best_peak, measure_peak
 from toolkit.bench.machine import environment, skew_warnings
-from toolkit.bench.scenarios import SCENARIOS, Measured, ServerSettings
+from toolkit.bench.results import BenchResult
+from toolkit.bench.scenarios import SCENARIOS, ServerSettings
 from toolkit.bench.stats import HIGH_COV, HIGH_RUN_COV, Budget
 from toolkit.bench.subjects import open_subject
 from toolkit.errors import DltkError
@@ -62,16 +61,12 @@ class Plan:
 class BenchRun:
     env: dict
     plan: Plan
-    measured: list[Measured] = field(default_factory=list)
+    results: list[BenchResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def results(self) -> list[dict]:
-        return list(self.measured)
 
     def to_json(self) -> dict:
         return {"schema": SCHEMA_VERSION, "env": self.env, "plan": self.plan.to_json(),
-                "warnings": self.warnings, "results": self.results}
+                "warnings": self.warnings, "results": [r.to_json() for r in self.results]}
 
 
 def run_benchmark(sources: list[str], plan: Plan, log=lambda line: None) -> BenchRun:
@@ -88,7 +83,7 @@ def run_benchmark(sources: list[str], plan: Plan, log=lambda line: None) -> Benc
         log(f"probing this machine's peak ({plan.device})")
         env["peak"] = measure_peak(plan.device)
     for subject in subjects:
-        run.measured += measure_subject(subject, plan, log)
+        run.results += measure_subject(subject, plan, log)
     if probe_peak:
         log("probing the peak again: the faster probe counts")
         env["peak"] = best_peak(env["peak"], measure_peak(plan.device))
@@ -97,7 +92,7 @@ def run_benchmark(sources: list[str], plan: Plan, log=lambda line: None) -> Benc
     return run
 
 
-def measure_subject(subject, plan: Plan, log) -> list[Measured]:
+def measure_subject(subject, plan: Plan, log) -> list[BenchResult]:
     budget, threads = plan.budget, list(plan.threads)
     total = _block_count(plan, len(subject.backends))
     done = [0]
@@ -121,15 +116,12 @@ def measure_subject(subject, plan: Plan, log) -> list[Measured]:
     return measured
 
 
-def result_warnings(results: list[dict]) -> list[str]:
+def result_warnings(results: list[BenchResult]) -> list[str]:
     """One line per kind of trouble, naming the results it touches."""
-    def where(r):
-        return f"{r['model']} {r['backend']} {r['scenario']} b{r['batch']}"
-
-    noisy = [f"{where(r)} ({r['cov']:.0%})" for r in results if r["cov"] > HIGH_COV]
-    unsteady = [f"{where(r)} ({r['run_cov']:.0%})" for r in results if r.get("run_cov", 0.0) > HIGH_RUN_COV]
-    unmet = [where(r) for r in results
-             if r["scenario"] == "server" and r.get("p99_bound_ms") is not None and not r.get("max_qps_under_bound")]
+    noisy = [f"{r.where()} ({r.cov:.0%})" for r in results if r.cov > HIGH_COV]
+    unsteady = [f"{r.where()} ({r.run_cov:.0%})" for r in results if r.run_cov > HIGH_RUN_COV]
+    unmet = [r.where() for r in results
+             if r.scenario == "server" and r.p99_bound_ms is not None and not r.max_qps_under_bound]
     warnings = []
     if noisy:
         warnings.append(f"latency varies a lot within runs (CoV over {HIGH_COV:.0%}) in {len(noisy)} of "
@@ -139,47 +131,43 @@ def result_warnings(results: list[dict]) -> list[str]:
                         f"{', '.join(unsteady)}; differences smaller than that spread are noise")
     if unmet:
         warnings.append(f"no QPS tried kept p99 under the bound for: {', '.join(unmet)}")
-    over_peak = [where(r) for r in results if r.get("peak_share", 0.0) > 1.0]
+    over_peak = [r.where() for r in results if (r.peak_share or 0.0) > 1.0]
     if over_peak:
         warnings.append(f"{len(over_peak)} results ran faster than the measured peak ({', '.join(over_peak)}): "
                         "other work slowed the matmul probe, so every '% peak' overstates the share")
     return warnings
 
 
-def report(results: list[dict]) -> dict:
-    """The DESIGN.md document for results measured outside run_benchmark (scenario functions called directly)."""
-    return {"schema": SCHEMA_VERSION, "env": environment(), "results": list(results)}
+def report(results: list[BenchResult]) -> dict:
+    """The bench JSON document (docs/DESIGN.md) for results measured outside run_benchmark (scenario functions called directly)."""
+    return {"schema": SCHEMA_VERSION, "env": environment(), "results": [r.to_json() for r in results]}
 
 
-def ratio_to(results: list[dict], baseline: str = "ort") -> dict[tuple, float]:
+def ratio_to(results: list[BenchResult], baseline: str = "ort") -> dict[tuple, float]:
     """(model, backend, batch) -> p50 over the baseline backend's p50, for single-stream results at default threads."""
-    rows = [r for r in results if r.get("scenario", "single-stream") == "single-stream" and r.get("threads") is None]
-    base = {(r["model"], r["batch"]): r["latency_ms"]["p50"] for r in rows if r["backend"] == baseline}
-    return {
-        (r["model"], r["backend"], r["batch"]): r["latency_ms"]["p50"] / base[(r["model"], r["batch"])]
-        for r in rows
-        if (r["model"], r["batch"]) in base
-    }
+    rows = [r for r in results if r.scenario == "single-stream" and r.threads is None]
+    base = {(r.model, r.batch): r.p50 for r in rows if r.backend == baseline}
+    return {(r.model, r.backend, r.batch): r.p50 / base[(r.model, r.batch)] for r in rows if (r.model, r.batch) in base}
 
 
-def row_ratios(results: list[dict], baseline: str = "ort") -> dict[int, float]:
+def row_ratios(results: list[BenchResult], baseline: str = "ort") -> dict[int, float]:
     """p50 of each result over the baseline backend's p50 at the same model, scenario, batch and threads.
 
     Keyed by the result's index in `results`; results without a baseline beside them are absent.
     """
-    def key(r):
-        return (r["model"], r.get("scenario"), r["batch"], r.get("threads"))
+    def key(r: BenchResult):
+        return (r.model, r.scenario, r.batch, r.threads)
 
-    base = {key(r): r["latency_ms"]["p50"] for r in results if r["backend"] == baseline}
-    return {i: r["latency_ms"]["p50"] / base[key(r)] for i, r in enumerate(results) if key(r) in base}
+    base = {key(r): r.p50 for r in results if r.backend == baseline}
+    return {i: r.p50 / base[key(r)] for i, r in enumerate(results) if key(r) in base}
 
 
-def _add_peak_share(results: list[dict], peak: dict | None) -> None:
+def _add_peak_share(results: list[BenchResult], peak: dict | None) -> None:
     if not peak or not peak.get("gflops"):
         return
     for r in results:
-        if r.get("gflops_per_s") is not None:
-            r["peak_share"] = r["gflops_per_s"] / peak["gflops"]
+        if r.cost is not None and r.cost.gflops_per_s is not None:
+            r.peak_share = r.cost.gflops_per_s / peak["gflops"]
 
 
 def _block_count(plan: Plan, backends: int) -> int:
@@ -194,6 +182,3 @@ def _block_count(plan: Plan, backends: int) -> int:
             count += per_batch * len(plan.batches)
     return count
 
-
-def latencies_of(run: BenchRun) -> list[np.ndarray]:
-    return [m.latencies_ms for m in run.measured]

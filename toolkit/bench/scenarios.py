@@ -21,7 +21,9 @@ from typing import Callable
 
 import numpy as np
 
-from toolkit.bench.stats import Block, Budget, confidence_interval, cov, run_spread, summarize, timed_block
+from toolkit.bench.costmodel import result_cost
+from toolkit.bench.results import BenchResult, Cost, Latency, QpsTrial
+from toolkit.bench.stats import Block, Budget, confidence_interval, run_spread, timed_block
 from toolkit.bench.subjects import Subject, use_threads
 
 SCENARIOS = ("single-stream", "multi-stream", "offline", "server")
@@ -36,19 +38,11 @@ class ServerSettings:
     seed: int = 0  # of the arrival times, so reruns replay the same arrivals
 
 
-class Measured(dict):
-    """A result row (the JSON schema's dict) that also carries the latencies behind it, for plots."""
-
-    def __init__(self, row: dict, latencies_ms):
-        super().__init__(row)
-        self.latencies_ms = np.asarray(latencies_ms, dtype=np.float64)
-
-
 Progress = Callable[[str], None]
 
 
 def single_stream(subject: Subject, batches, budget: Budget = Budget(), log: Progress = lambda line: None,
-                  threads=(None,), scenario="single-stream", extra=None) -> list[Measured]:
+                  threads=(None,), scenario="single-stream") -> list[BenchResult]:
     """Latency of one query at a time, per (threads, batch, backend), repeated runs interleaved."""
     measured = []
     for thread_count in threads:
@@ -61,40 +55,38 @@ def single_stream(subject: Subject, batches, budget: Budget = Budget(), log: Pro
                         f"run {run + 1}/{budget.repeats}")
                     session = subject.session(backend, thread_count)
                     use_threads(backend, thread_count)
-                    blocks[backend].append(_timed(session, feeds, budget))
+                    blocks[backend].append(session.timed_block(feeds, budget))
             for backend in subject.backends:
-                row = _latency_row(subject, backend, batch, thread_count, scenario, blocks[backend], budget)
-                row.update(extra or {})
-                measured.append(Measured(row, np.concatenate([b.latencies_ms for b in blocks[backend]])))
+                measured.append(_latency_result(subject, backend, batch, thread_count, scenario, blocks[backend], budget))
     return measured
 
 
 def multi_stream(subject: Subject, samples_per_query: int, budget: Budget = Budget(), log: Progress = lambda line: None,
-                 threads=(None,)) -> list[Measured]:
+                 threads=(None,)) -> list[BenchResult]:
     """Queries of N samples issued one after another; the SUT answers each as one batch."""
-    return single_stream(subject, [samples_per_query], budget, log, threads, "multi-stream",
-                         {"samples_per_query": samples_per_query})
+    measured = single_stream(subject, [samples_per_query], budget, log, threads, "multi-stream")
+    for m in measured:
+        m.samples_per_query = samples_per_query
+    return measured
 
 
 def offline(subject: Subject, batches, budget: Budget = Budget(), log: Progress = lambda line: None,
-            threads=(None,)) -> list[Measured]:
+            threads=(None,)) -> list[BenchResult]:
     """Samples/s with batches run back to back (wall time, loop included); the best batch is marked."""
     measured = single_stream(subject, batches, budget, log, threads, "offline")
     for m in measured:
-        runs = m.pop("_throughputs")
-        m["throughput_per_s"] = float(np.mean(runs))
-        m["run_throughput_per_s"] = runs
-        m["throughput_ci95"] = confidence_interval(runs)
-    for key in {(m["backend"], m["threads"]) for m in measured}:
-        group = [m for m in measured if (m["backend"], m["threads"]) == key]
-        best = max(group, key=lambda m: m["throughput_per_s"])
+        m.throughput_per_s = float(np.mean(m.run_throughput_per_s))
+        m.throughput_ci95 = confidence_interval(m.run_throughput_per_s)
+    for key in {(m.backend, m.threads) for m in measured}:
+        group = [m for m in measured if (m.backend, m.threads) == key]
+        best = max(group, key=lambda m: m.throughput_per_s)
         for m in group:
-            m["best"] = m is best
+            m.best = m is best
     return measured
 
 
 def server(subject: Subject, batches, settings: ServerSettings, budget: Budget = Budget(),
-           log: Progress = lambda line: None, threads=(None,)) -> list[Measured]:
+           log: Progress = lambda line: None, threads=(None,)) -> list[BenchResult]:
     """Poisson arrivals, one worker answering in order: latency counts the wait in the queue."""
     measured = []
     for thread_count in threads:
@@ -114,19 +106,17 @@ def server(subject: Subject, batches, settings: ServerSettings, budget: Budget =
                     # indented lines are details of the step above, not steps of their own
                     trials, chosen = search_qps(functools.partial(_poisson_trial, call, budget, settings.seed),
                                                 service_rate(call, budget), settings.p99_bound_ms, lambda s: log(f"  {s}"))
-                latency = summarize(chosen.latencies_ms)
+                latency = Latency.of(chosen.latencies_ms)
                 bound = settings.p99_bound_ms
-                row = {
-                    "model": subject.model, "backend": backend, "device": subject.device, "batch": batch,
-                    "threads": thread_count, "scenario": "server", "latency_ms": latency,
-                    "throughput_per_s": chosen.achieved_qps * batch, "iterations": len(chosen.latencies_ms),
-                    "warmup": budget.warmup, "cov": cov(latency), "runs": 1,
-                    "target_qps": chosen.target_qps, "achieved_qps": chosen.achieved_qps, "p99_bound_ms": bound,
-                    "max_qps_under_bound": None if bound is None else (chosen.target_qps if chosen.passed(bound) else 0.0),
-                    "search": [t.to_json(bound) for t in trials],
-                }
-                _add_cost(row, subject, batch)
-                measured.append(Measured(row, np.asarray(chosen.latencies_ms)))
+                measured.append(BenchResult(
+                    model=subject.model, backend=backend, device=subject.device, batch=batch, threads=thread_count,
+                    scenario="server", latency_ms=latency, throughput_per_s=chosen.achieved_qps * batch,
+                    iterations=len(chosen.latencies_ms), warmup=budget.warmup, cov=latency.cov, runs=1,
+                    target_qps=chosen.target_qps, achieved_qps=chosen.achieved_qps, p99_bound_ms=bound,
+                    max_qps_under_bound=None if bound is None else (chosen.target_qps if chosen.passed(bound) else 0.0),
+                    search=[t.trial(bound) for t in trials], cost=_cost(subject, batch, latency.p50),
+                    latencies_ms=np.asarray(chosen.latencies_ms, dtype=np.float64),
+                ))
     return measured
 
 
@@ -144,9 +134,8 @@ class PoissonRun:
         kept_up = self.achieved_qps >= MIN_ACHIEVED * self.target_qps
         return kept_up and (bound_ms is None or self.p99 <= bound_ms)
 
-    def to_json(self, bound_ms: float | None) -> dict:
-        return {"target_qps": self.target_qps, "achieved_qps": self.achieved_qps, "p99_ms": self.p99,
-                "passed": self.passed(bound_ms)}
+    def trial(self, bound_ms: float | None) -> QpsTrial:
+        return QpsTrial(self.target_qps, self.achieved_qps, self.p99, self.passed(bound_ms))
 
 
 def arrival_times(qps: float, count: int, seed: int = 0) -> np.ndarray:
@@ -222,46 +211,24 @@ def _wait_until(deadline: float) -> None:
             time.sleep(left - 0.002)
 
 
-def _timed(session, feeds, budget: Budget) -> Block:
-    # A remote device times its own calls (RemoteTvmSession): the network round trip stays out.
-    on_device = getattr(session, "timed_block", None)
-    return on_device(feeds, budget) if on_device else timed_block(lambda: session.run(feeds), budget)
-
-
-def _latency_row(subject: Subject, backend: str, batch: int, threads, scenario: str, blocks: list[Block], budget: Budget) -> dict:
-    pooled = summarize(np.concatenate([b.latencies_ms for b in blocks]))
+def _latency_result(subject: Subject, backend: str, batch: int, threads, scenario: str, blocks: list[Block],
+                    budget: Budget) -> BenchResult:
+    latencies = np.concatenate([b.latencies_ms for b in blocks])
+    pooled = Latency.of(latencies)
     run_p50 = [float(np.percentile(b.latencies_ms, 50)) for b in blocks]
-    session = subject.session(backend, threads)
-    row = {
-        "model": subject.model,
-        "backend": backend,
-        "device": session.device,
-        "batch": batch,
-        "threads": threads,
-        "scenario": scenario,
-        "latency_ms": pooled,
-        "throughput_per_s": batch * 1000.0 / pooled["mean"],
-        "iterations": sum(len(b.latencies_ms) for b in blocks),
-        "warmup": budget.warmup,
-        "cov": cov(pooled),
-        "runs": len(blocks),
-        "run_p50_ms": run_p50,
-        "p50_ci95_ms": confidence_interval(run_p50),
-        "run_cov": run_spread(run_p50),
-        "_throughputs": [batch * len(b.latencies_ms) / b.seconds for b in blocks],
-    }
-    if scenario != "offline":
-        row.pop("_throughputs")
-    _add_cost(row, subject, batch)
-    return row
+    return BenchResult(
+        model=subject.model, backend=backend, device=subject.session(backend, threads).device, batch=batch,
+        threads=threads, scenario=scenario, latency_ms=pooled, throughput_per_s=batch * 1000.0 / pooled.mean,
+        iterations=len(latencies), warmup=budget.warmup, cov=pooled.cov, runs=len(blocks), run_p50_ms=run_p50,
+        p50_ci95_ms=confidence_interval(run_p50), run_cov=run_spread(run_p50), cost=_cost(subject, batch, pooled.p50),
+        run_throughput_per_s=[batch * len(b.latencies_ms) / b.seconds for b in blocks] if scenario == "offline" else [],
+        latencies_ms=latencies,
+    )
 
 
-def _add_cost(row: dict, subject: Subject, batch: int) -> None:
-    from toolkit.bench.costmodel import result_cost
-
+def _cost(subject: Subject, batch: int, p50_ms: float) -> Cost | None:
     cost = subject.cost(batch)
-    if cost is not None:
-        row.update(result_cost(cost, row["latency_ms"]["p50"], None))
+    return None if cost is None else result_cost(cost, p50_ms)
 
 
 def _threads(count) -> str:

@@ -31,10 +31,6 @@ def summarize(latencies_ms) -> dict:
     return stats
 
 
-def cov(stats: dict) -> float:
-    return stats["std"] / stats["mean"] if stats["mean"] else 0.0
-
-
 def confidence_interval(run_values: list[float]) -> list[float] | None:
     """95% interval of the mean of per-run values (Student's t); None with fewer than 2 runs."""
     n = len(run_values)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from toolkit.bench.machine import machine_slug
 from toolkit.bench.output import markdown, to_csv_text, to_json_text
+from toolkit.bench.plot import LATENCY_PLOTTED
 from toolkit.bench.runner import BenchRun, Plan, run_benchmark
 from toolkit.files import write_atomically
 
@@ -45,8 +46,8 @@ def write_results(run: BenchRun, output: Path, note: str = "") -> None:
         write_atomically(staged / "bench.json", to_json_text(run))
         write_atomically(staged / "bench.csv", to_csv_text(run))
         write_atomically(staged / "RESULTS.md", markdown(run, note))
-        if any(r["scenario"] in ("single-stream", "multi-stream") for r in run.results):
-            from toolkit.bench.plot import write_plot
+        if any(r.scenario in LATENCY_PLOTTED for r in run.results):
+            from toolkit.bench.plot import write_plot  # matplotlib
 
             write_plot(run, staged / "latency.png")
         for file in sorted(staged.iterdir()):

@@ -12,25 +12,13 @@ backend loads TVM's runtime library alone (toolkit.runtime.tvm_runtime), never i
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import numpy as np
-
 from toolkit.errors import DltkError
 from toolkit.runtime.artifact import SOURCE_ONNX, Artifact, open_artifact, sha256_file
 from toolkit.runtime.model_source import ARTIFACT, ONNX, ModelSource
+from toolkit.runtime.session import Session
 from toolkit.runtime.spec import TensorSpec, random_feeds, validate_feeds
 
 __all__ = ["Session", "TensorSpec", "load", "random_feeds", "validate_feeds", "Artifact", "open_artifact"]
-
-
-class Session(Protocol):
-    backend: str
-    device: str
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 def load(path, device: str = "cpu", backend: str | None = None, threads: int = 0,

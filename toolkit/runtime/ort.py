@@ -7,8 +7,9 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-from toolkit.errors import DltkError
-from toolkit.runtime.spec import TensorSpec, check_input_dims, validate_feeds
+from toolkit.errors import DltkError, first_line
+from toolkit.runtime.session import Session
+from toolkit.runtime.spec import TensorSpec, check_input_dims
 
 # ONNX Runtime's type strings, e.g. "tensor(float)", as numpy dtype names.
 _ORT_DTYPES = {
@@ -58,7 +59,7 @@ def check_providers(providers: list[str]) -> list[str]:
     return providers
 
 
-class OrtSession:
+class OrtSession(Session):
     backend = "ort"
 
     def __init__(
@@ -85,7 +86,7 @@ class OrtSession:
             raise
         except Exception as e:  # ONNX Runtime raises its own types for unreadable models
             where = model if isinstance(model, str) else "the model"
-            raise DltkError(f"ONNX Runtime cannot load {where}: {_first_line(e)}") from e
+            raise DltkError(f"ONNX Runtime cannot load {where}: {first_line(e)}") from e
         self.device = device
         self.providers = self._session.get_providers()
         if providers[0] not in self.providers:
@@ -97,8 +98,7 @@ class OrtSession:
         self.outputs = [_spec(o) for o in self._session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = validate_feeds(self.inputs, feeds)
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self._session.run(self._output_names, feeds)  # thread-safe in ONNX Runtime
         return dict(zip(self._output_names, values))
 
@@ -107,7 +107,3 @@ def _spec(node) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) else (d or "?") for d in node.shape)
     return TensorSpec(node.name, shape, _ORT_DTYPES.get(node.type, node.type))
 
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

@@ -13,20 +13,18 @@ import time
 
 import numpy as np
 
-from toolkit.errors import DltkError
+from toolkit.errors import DltkError, first_line
 from toolkit.rpc import RpcTarget
 from toolkit.runtime.artifact import LIBRARY, Artifact
-from toolkit.runtime.batch import batch_input
 from toolkit.runtime.spec import validate_feeds
+from toolkit.runtime.tvm import TvmSession
 from toolkit.timing import Block, Budget
 
 
-class RemoteTvmSession:
-    backend = "tvm"
+class RemoteTvmSession(TvmSession):
+    """A TvmSession whose device is across the network, and whose calls are timed on that device."""
 
     def __init__(self, artifact: Artifact, rpc: RpcTarget, session_timeout_s: int = 600):
-        import tvm
-        from tvm import relax
         from tvm import rpc as tvm_rpc
 
         fix = "check that the tracker runs and a server registered with that key"
@@ -41,43 +39,42 @@ class RemoteTvmSession:
         except DltkError:
             raise
         except Exception as e:  # OSError for refused connections, TVM's own errors for the rest
-            raise DltkError(f"cannot get {where}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
-                            fix) from e
+            raise DltkError(f"cannot get {where}: {first_line(e)}", fix) from e
         self._remote.upload(str(artifact.file(LIBRARY)))
-        self._dev = self._remote.cpu(0) if artifact.device == "cpu" else self._remote.cuda(0)
-        self._vm = relax.VirtualMachine(self._remote.load_module(LIBRARY), self._dev)
-        self._tvm = tvm
-        self.inputs, self.outputs = artifact.inputs, artifact.outputs
-        self.device = artifact.device  # where: the run's env["remote"]
-        self._names = [o.name for o in self.outputs]
-        self._variants = {int(b): name for b, name in artifact.manifest.get("variants", {}).items()}
-        self._batch_input = batch_input(self.inputs)
+        dev = self._remote.cpu(0) if artifact.device == "cpu" else self._remote.cuda(0)
+        variants = artifact.manifest.get("variants", {})
+        self.artifact_path = artifact.path
+        # device: where the code runs (the run's env["remote"] says which machine); its memory is not ours
+        self._attach(self._remote.load_module(LIBRARY), dev, artifact.inputs, artifact.outputs, artifact.device,
+                     variants, host_memory=False)
 
-    def _entry(self, feeds) -> str:
-        if self._variants and self._batch_input is not None:
-            return self._variants.get(feeds[self._batch_input].shape[0], "main")
-        return "main"
+    # The remote device is reached through TVM's RPC client (full TVM), not the local runtime library.
+    def virtual_machine(self):
+        from tvm import relax
 
-    def _args(self, feeds):
-        return [self._tvm.runtime.tensor(np.ascontiguousarray(feeds[s.name]), self._dev) for s in self.inputs]
+        return relax.VirtualMachine(self._library, self._dev)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = validate_feeds(self.inputs, feeds)
-        result = self._vm[self._entry(feeds)](*self._args(feeds))
-        values = [result] if isinstance(result, self._tvm.runtime.Tensor) else list(result)
-        return {name: value.numpy() for name, value in zip(self._names, values)}
+    def _device_tensor(self, name: str, array: np.ndarray):
+        import tvm
 
-    def timed_block(self, feeds: dict[str, np.ndarray], budget: Budget) -> Block:
+        return tvm.runtime.tensor(np.ascontiguousarray(array), self._dev)
+
+    @staticmethod
+    def _device_numpy(value) -> np.ndarray:
+        return value.numpy()
+
+    def timed_block(self, feeds, budget: Budget) -> Block:
         """The budget's warm-up and timed calls, each call timed on the remote device itself.
 
         Calls go in chunks of the budget's minimum count, until the calls' device time reaches
         min_seconds (or the wall clock, round trips included, max_seconds).
         """
         feeds = validate_feeds(self.inputs, feeds)
-        args, entry = self._args(feeds), self._entry(feeds)
+        args = [self._device_tensor(s.name, feeds[s.name]) for s in self.inputs]
+        vm, entry = self.virtual_machine(), self.entry_for(feeds)
         if budget.warmup:
-            self._vm.time_evaluator(entry, self._dev, number=budget.warmup, repeat=1)(*args)
-        timer = self._vm.time_evaluator(entry, self._dev, number=1, repeat=budget.min_iterations)
+            vm.time_evaluator(entry, self._dev, number=budget.warmup, repeat=1)(*args)
+        timer = vm.time_evaluator(entry, self._dev, number=1, repeat=budget.min_iterations)
         latencies: list[float] = []
         start = time.perf_counter()
         while not latencies or (sum(latencies) < budget.min_seconds * 1e3

@@ -8,12 +8,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from toolkit.runtime.spec import TensorSpec, validate_feeds
+from toolkit.runtime.session import Session
+from toolkit.runtime.spec import TensorSpec
 
 _DEFAULT_THREADS = torch.get_num_threads()
 
 
-class TorchSession:
+class TorchSession(Session):
     backend = "torch"
 
     def __init__(
@@ -38,8 +39,7 @@ class TorchSession:
         torch.set_num_threads(threads or _DEFAULT_THREADS)
 
     @torch.inference_mode()
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = validate_feeds(self.inputs, feeds)
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [torch.from_numpy(feeds[s.name]).to(self.device) for s in self.inputs]
         result = self._module(*args)
         values = result if isinstance(result, (tuple, list)) else (result,)

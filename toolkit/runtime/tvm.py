@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import DltkError, InputError
+from toolkit.errors import DltkError, InputError, first_line
 from toolkit.runtime import tvm_runtime
 from toolkit.runtime.artifact import LIBRARY, Artifact
-from toolkit.runtime.batch import batch_input
-from toolkit.runtime.spec import TensorSpec, validate_feeds, validate_tensors
+from toolkit.runtime.session import Session, StaticVariants
+from toolkit.runtime.spec import TensorSpec, validate_tensors
 
 ALLOCATORS = {"cpu": tvm_runtime.NAIVE_ALLOCATOR, "cuda": tvm_runtime.POOLED_ALLOCATOR}
 _POOLED_SHAPES = 8  # distinct input shapes a pooled session runs before it releases the pools
@@ -38,29 +38,32 @@ def tvm_device(device: str):
     return tvm_runtime.device(device)
 
 
-class TvmSession:
+class TvmSession(Session):
     backend = "tvm"
 
     def __init__(self, library, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str,
                  variants: dict[int, str] | None = None):
         """library: the path of a model.so, or an executable fresh from tvm.compile."""
-        self.inputs, self.outputs, self.device = inputs, outputs, device
-        self._dev = tvm_device(device)
         is_path = isinstance(library, (str, Path))
         self.artifact_path = Path(library).parent if is_path else None
         if is_path:
             library = tvm_runtime.load_module(library)
         elif hasattr(library, "jit"):  # a tvm.runtime.Executable: build its module once, not per VM
             library = library.jit()
-        self._library = library
+        self._attach(library, tvm_device(device), inputs, outputs, device, variants, host_memory=device == "cpu")
+
+    def _attach(self, library, dev, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str,
+                variants: dict[int, str] | None, host_memory: bool) -> None:
+        """host_memory: the device reads this process's memory, so feeds go in and out through DLPack."""
+        self.inputs, self.outputs, self.device = inputs, outputs, device
+        self._library, self._dev = library, dev
         self._allocator = ALLOCATORS[device]
         self._shapes_since_release: set = set()
         if self._allocator == tvm_runtime.POOLED_ALLOCATOR:
             weakref.finalize(self, tvm_runtime.release_pooled_memory).atexit = False
         self._names = [o.name for o in outputs]
-        self._variants = dict(variants or {})
-        # The input whose first dimension is the (symbolic) batch picks the variant.
-        self._batch_input = batch_input(inputs)
+        self._variants = StaticVariants(inputs, variants)
+        self._host_memory = host_memory
         # The VM keeps per-call state, so each thread gets its own over the shared library.
         self._local = threading.local()
 
@@ -94,22 +97,18 @@ class TvmSession:
 
     def entry_for(self, feeds: dict[str, np.ndarray]) -> str:
         """The function that serves these feeds: a static variant for its batch, else main."""
-        if self._variants and self._batch_input is not None:
-            return self._variants.get(feeds[self._batch_input].shape[0], "main")
-        return "main"
+        return self._variants.entry_for(feeds)
 
     set_threads = staticmethod(tvm_runtime.set_threads)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = validate_feeds(self.inputs, feeds)
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._allocator == tvm_runtime.POOLED_ALLOCATOR:
             self._bound_pools(feeds)
-        to_tvm, to_numpy = (self._cpu_tensor, _cpu_numpy) if self.device == "cpu" else (self._device_tensor, _device_numpy)
+        to_tvm, to_numpy = (self._cpu_tensor, _cpu_numpy) if self._host_memory else (self._device_tensor, self._device_numpy)
         try:
             result = self._function(self.entry_for(feeds))(*[to_tvm(s.name, feeds[s.name]) for s in self.inputs])
         except Exception as e:  # feeds that match the manifest's inputs: the library disagrees with its manifest
-            message = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise DltkError(f"the compiled model cannot run these inputs: {message}",
+            raise DltkError(f"the compiled model cannot run these inputs: {first_line(e)}",
                             "its manifest.json does not describe its model.so; recompile the artifact") from e
         values = [result] if isinstance(result, tvm_runtime.ffi().Tensor) else list(result)
         return {name: to_numpy(value) for name, value in zip(self._names, values)}
@@ -145,6 +144,10 @@ class TvmSession:
 
     def _device_tensor(self, name: str, array: np.ndarray):
         return tvm_runtime.to_device(tvm_runtime.from_numpy(np.ascontiguousarray(array)), self._dev)
+
+    @staticmethod
+    def _device_numpy(value) -> np.ndarray:
+        return tvm_runtime.to_numpy(tvm_runtime.to_cpu(value))
 
     def _cpu_tensor(self, name: str, array: np.ndarray):
         """The feed copied into this thread's aligned buffer for the input, kept from call to call
@@ -214,6 +217,3 @@ def _cpu_numpy(value) -> np.ndarray:
     except Exception:  # a dtype numpy's DLPack import refuses
         return tvm_runtime.to_numpy(value)
 
-
-def _device_numpy(value) -> np.ndarray:
-    return tvm_runtime.to_numpy(tvm_runtime.to_cpu(value))

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import toolkit
-from toolkit.errors import InputError
+from toolkit.errors import InputError, first_line
 from toolkit.runtime.spec import TensorSpec, validate_feeds
 from toolkit.serve import protocol
 from toolkit.serve.metrics import CONTENT_TYPE, Metrics
@@ -111,8 +111,7 @@ def create_app(models: dict[str, ServedModel], metrics: Metrics | None = None, m
         try:
             outputs = await model.infer(feeds)
         except Exception as e:  # the model failed on inputs that passed every check: the server's fault, 500
-            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            return error(500, f"model '{model.name}' failed: {first_line}")
+            return error(500, f"model '{model.name}' failed: {first_line(e)}")
         try:
             return JSONResponse(protocol.encode_response(model.name, outputs, wanted, payload.get("id")))
         except ValueError:  # JSON has no NaN or infinity, and v2 JSON has no other way to carry them

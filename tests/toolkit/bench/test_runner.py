@@ -77,9 +77,16 @@ def test_server_needs_a_rate_or_a_bound():
         bench.Plan(scenarios=("batch",)).check()
 
 
+def result(backend="ort", batch=1, p50=1.0, scenario="single-stream", threads=None, cov=0.0, run_cov=0.0):
+    latency = bench.Latency(mean=p50, std=cov * p50, min=p50, max=p50, p50=p50, p90=p50, p95=p50, p99=p50)
+    return bench.BenchResult(model="m", backend=backend, device="cpu", batch=batch, threads=threads, scenario=scenario,
+                             latency_ms=latency, throughput_per_s=batch * 1000 / p50, iterations=10, warmup=1, cov=cov,
+                             run_cov=run_cov)
+
+
 def test_noisy_and_unsteady_results_are_warned_about():
     def row(cov, run_cov):
-        return {"model": "m", "backend": "ort", "scenario": "single-stream", "batch": 1, "cov": cov, "run_cov": run_cov}
+        return result(cov=cov, run_cov=run_cov)
 
     warnings = result_warnings([row(0.6, 0.01), row(0.1, 0.2), row(0.1, 0.01)])
     assert len(warnings) == 2
@@ -89,8 +96,7 @@ def test_noisy_and_unsteady_results_are_warned_about():
 
 def test_ratio_is_relative_to_ort_at_the_same_scenario_batch_and_threads():
     def row(backend, batch, p50, scenario="single-stream", threads=None):
-        return {"model": "m", "backend": backend, "batch": batch, "scenario": scenario, "threads": threads,
-                "latency_ms": {"p50": p50}}
+        return result(backend, batch, p50, scenario, threads)
 
     rows = [row("ort", 1, 2.0), row("tvm", 1, 3.0), row("ort", 8, 4.0), row("tvm", 8, 2.0),
             row("tvm", 1, 1.0, "offline"), row("ort", 1, 1.0, threads=1), row("tvm", 1, 4.0, threads=1)]
@@ -106,6 +112,6 @@ def test_sessions_opened_elsewhere_make_a_subject(lenet_onnx):
     sessions = {"ort-a": runtime.load(lenet_onnx), "ort-b": runtime.load(lenet_onnx, threads=1)}
     subject = bench.Subject("lenet", sessions, lambda batch: runtime.random_feeds(sessions["ort-a"].inputs, {"batch": batch}))
     rows = bench.single_stream(subject, [2], TINY)
-    assert [(r["backend"], r["batch"], r["iterations"]) for r in rows] == [("ort-a", 2, 10), ("ort-b", 2, 10)]
+    assert [(r.backend, r.batch, r.iterations) for r in rows] == [("ort-a", 2, 10), ("ort-b", 2, 10)]
     document = bench.report(rows)
-    assert json.loads(json.dumps(document))["results"][0]["latency_ms"] == rows[0]["latency_ms"]
+    assert json.loads(json.dumps(document))["results"][0]["latency_ms"] == rows[0].latency_ms.to_json()

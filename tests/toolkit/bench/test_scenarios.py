@@ -14,39 +14,39 @@ def subject(lenet_artifact):
 def test_single_stream_measures_each_backend_and_batch_in_repeated_runs(subject):
     measured = scenarios.single_stream(subject, [1, 4], TINY)
     rows = list(measured)
-    assert [(r["backend"], r["batch"]) for r in rows] == [("ort", 1), ("tvm", 1), ("ort", 4), ("tvm", 4)]
+    assert [(r.backend, r.batch) for r in rows] == [("ort", 1), ("tvm", 1), ("ort", 4), ("tvm", 4)]
     for m, r in zip(measured, rows):
-        assert r["model"] == "lenet" and r["device"] == "cpu" and r["scenario"] == "single-stream"
-        assert r["runs"] == 2 and len(r["run_p50_ms"]) == 2 and r["iterations"] == 10 and r["warmup"] == 2
+        assert r.model == "lenet" and r.device == "cpu" and r.scenario == "single-stream"
+        assert r.runs == 2 and len(r.run_p50_ms) == 2 and r.iterations == 10 and r.warmup == 2
         assert len(m.latencies_ms) == 10
-        assert r["latency_ms"]["p50"] == pytest.approx(np.percentile(m.latencies_ms, 50))
-        low, high = r["p50_ci95_ms"]
-        assert low <= np.mean(r["run_p50_ms"]) <= high
-        assert r["throughput_per_s"] == pytest.approx(r["batch"] * 1000 / r["latency_ms"]["mean"])
+        assert r.latency_ms.p50 == pytest.approx(np.percentile(m.latencies_ms, 50))
+        low, high = r.p50_ci95_ms
+        assert low <= np.mean(r.run_p50_ms) <= high
+        assert r.throughput_per_s == pytest.approx(r.batch * 1000 / r.latency_ms.mean)
     # the cost model: conv1 2*16*8*8*9 + conv2 2*32*4*4*16*9 + fc 2*128*64 + 2*64*10 per sample
-    assert rows[0]["flops"] == 183552 and rows[2]["flops"] == 4 * 183552
-    assert rows[0]["gflops_per_s"] == pytest.approx(183552 / (rows[0]["latency_ms"]["p50"] / 1e3) / 1e9)
+    assert rows[0].cost.flops == 183552 and rows[2].cost.flops == 4 * 183552
+    assert rows[0].cost.gflops_per_s == pytest.approx(183552 / (rows[0].latency_ms.p50 / 1e3) / 1e9)
 
 
 def test_thread_counts_are_swept_and_recorded(subject):
     rows = list(scenarios.single_stream(subject, [1], TINY, threads=(1, 2)))
-    assert [(r["backend"], r["threads"]) for r in rows] == [("ort", 1), ("tvm", 1), ("ort", 2), ("tvm", 2)]
+    assert [(r.backend, r.threads) for r in rows] == [("ort", 1), ("tvm", 1), ("ort", 2), ("tvm", 2)]
     assert subject.session("ort", 1) is not subject.session("ort", 2)  # ONNX Runtime: a pool per session
 
 
 def test_offline_marks_the_batch_with_the_most_samples_per_second(subject):
     rows = list(scenarios.offline(subject, [1, 8], TINY))
     for backend in ("ort", "tvm"):
-        mine = [r for r in rows if r["backend"] == backend]
-        best = [r for r in mine if r["best"]]
-        assert len(best) == 1 and best[0]["throughput_per_s"] == max(r["throughput_per_s"] for r in mine)
+        mine = [r for r in rows if r.backend == backend]
+        best = [r for r in mine if r.best]
+        assert len(best) == 1 and best[0].throughput_per_s == max(r.throughput_per_s for r in mine)
         for r in mine:
-            assert r["throughput_per_s"] == pytest.approx(np.mean(r["run_throughput_per_s"]))
+            assert r.throughput_per_s == pytest.approx(np.mean(r.run_throughput_per_s))
 
 
 def test_multi_stream_queries_carry_n_samples(subject):
     rows = list(scenarios.multi_stream(subject, 3, TINY))
-    assert {(r["scenario"], r["batch"], r["samples_per_query"]) for r in rows} == {("multi-stream", 3, 3)}
+    assert {(r.scenario, r.batch, r.samples_per_query) for r in rows} == {("multi-stream", 3, 3)}
 
 
 def test_poisson_arrivals_have_the_target_rate():
@@ -92,10 +92,10 @@ def test_a_run_that_falls_behind_its_target_does_not_pass():
 def test_server_row_records_the_rates_and_the_search(subject):
     budget = Budget(warmup=1, min_iterations=20, min_seconds=0.0, repeats=1)
     rows = list(scenarios.server(subject, [1], ServerSettings(p99_bound_ms=50.0), budget))
-    assert [r["backend"] for r in rows] == ["ort", "tvm"]
+    assert [r.backend for r in rows] == ["ort", "tvm"]
     for r in rows:
-        assert r["scenario"] == "server" and r["p99_bound_ms"] == 50.0 and r["search"]
-        assert r["iterations"] == 20 and r["achieved_qps"] > 0
-        assert r["max_qps_under_bound"] in (0.0, r["target_qps"])
+        assert r.scenario == "server" and r.p99_bound_ms == 50.0 and r.search
+        assert r.iterations == 20 and r.achieved_qps > 0
+        assert r.max_qps_under_bound in (0.0, r.target_qps)
     fixed = scenarios.server(subject, [1], ServerSettings(target_qps=200.0), budget)[0]
-    assert fixed["target_qps"] == 200.0 and fixed["max_qps_under_bound"] is None and len(fixed["search"]) == 1
+    assert fixed.target_qps == 200.0 and fixed.max_qps_under_bound is None and len(fixed.search) == 1
