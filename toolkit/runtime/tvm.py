@@ -44,13 +44,14 @@ class TvmSession(Session):
     def __init__(self, library, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str,
                  variants: dict[int, str] | None = None):
         """library: the path of a model.so, or an executable fresh from tvm.compile."""
+        dev = tvm_device(device)  # first: a CUDA library does not even load where there is no GPU
         is_path = isinstance(library, (str, Path))
         self.artifact_path = Path(library).parent if is_path else None
         if is_path:
             library = tvm_runtime.load_module(library)
         elif hasattr(library, "jit"):  # a tvm.runtime.Executable: build its module once, not per VM
             library = library.jit()
-        self._attach(library, tvm_device(device), inputs, outputs, device, variants, host_memory=device == "cpu")
+        self._attach(library, dev, inputs, outputs, device, variants, host_memory=device == "cpu")
 
     def _attach(self, library, dev, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str,
                 variants: dict[int, str] | None, host_memory: bool) -> None:
