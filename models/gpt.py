@@ -1,10 +1,11 @@
 """nanoGPT-style decoder-only character model: causal self-attention blocks, next-character loss.
 
 The corpus is a selection of Shakespeare's sonnets and speeches (public domain) kept in
-`models/corpus/`. The first 90% trains, the last 10% is held out for perplexity. The export has
-a fixed context of `block_size` characters (the batch stays dynamic): `dltk generate` pads a
-shorter prompt on the right and reads the logits at the prompt's last position, which causal
-attention keeps independent of the padding.
+`models/corpus/`. The first 90% trains, the last 10% is held out for perplexity. The export takes
+any batch and any sequence of up to `block_size` characters; `dltk generate` pads a shorter prompt
+to the context (the length compiled artifacts are tuned for) and reads the logits at the prompt's
+last position, which causal attention keeps independent of the padding. `DecodeStep` is the
+one-token step over a key/value cache that generation uses while the text fits the context.
 """
 
 import functools
@@ -42,7 +43,7 @@ def encode(text: str) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class GPTConfig:
-    block_size: int = 64  # context length, fixed in the export
+    block_size: int = 64  # context length: the longest sequence the export takes
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
@@ -72,6 +73,52 @@ class GPT(nn.Module):
         positions = torch.arange(tokens.size(1), device=tokens.device)
         x = self.dropout(self.token(tokens) + self.position(positions))  # (B, T, C)
         return self.head(self.ln(self.blocks(x)))
+
+
+class DecodeStep(nn.Module):
+    """One GPT step over a key/value cache: the next token's logits from one new token.
+
+    The cache has a fixed size, the context (`block_size`) positions, so every shape but the
+    batch is static: the step writes the new key and value at `position` and attends to
+    positions 0..position only. Each new token costs one position of the projections and MLPs
+    (attention reads the cache), against a whole context for the full graph.
+        token (B, 1) int64, position (1,) int64, keys and values (layers, B, heads, block_size, head_dim)
+        -> logits (B, vocab), keys and values with `position` written
+    It shares the GPT's weights; at temperature 0 it picks what the full graph picks.
+    """
+
+    def __init__(self, gpt: GPT):
+        super().__init__()
+        self.gpt = gpt
+        self.block_size = gpt.position.num_embeddings
+
+    def cache_shape(self, batch: int) -> tuple[int, ...]:
+        attention = self.gpt.blocks[0].attn
+        heads = attention.n_head
+        return (len(self.gpt.blocks), batch, heads, self.block_size, attention.proj.in_features // heads)
+
+    def forward(self, token, position, keys, values):
+        gpt = self.gpt
+        x = gpt.token(token) + gpt.position(position)  # (B, 1, C)
+        slots = torch.arange(self.block_size, device=token.device)
+        write = (slots == position)[:, None]  # (T, 1): where the new key and value go
+        visible = slots <= position  # (T,): causal attention over the cache
+        new_keys, new_values = [], []
+        for layer, block in enumerate(gpt.blocks):
+            attention = block.attn
+            B, _, C = x.shape
+            q, k, v = attention.qkv(block.ln1(x)).split(C, dim=2)
+            q, k, v = (t.view(B, 1, attention.n_head, C // attention.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, 1, D)
+            layer_keys = torch.where(write, k, keys[layer])  # (B, H, T, D)
+            layer_values = torch.where(write, v, values[layer])
+            scores = (q @ layer_keys.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, H, 1, T)
+            scores = scores.masked_fill(~visible, float("-inf"))
+            y = (F.softmax(scores, dim=-1) @ layer_values).transpose(1, 2).reshape(B, 1, C)
+            x = x + attention.proj(y)
+            x = x + block.mlp(block.ln2(x))
+            new_keys.append(layer_keys)
+            new_values.append(layer_values)
+        return gpt.head(gpt.ln(x))[:, 0], torch.stack(new_keys), torch.stack(new_values)
 
 
 def _gpt2_init(module: nn.Module) -> None:
@@ -125,7 +172,10 @@ def spec(config: GPTConfig = GPTConfig()) -> ModelSpec:
         task=LanguageModel(),
         input_names=("tokens",),
         generation={"kind": "text", "vocabulary": vocabulary(), "block_size": config.block_size},
+        sequence_dims=((1,),),
+        max_sequence=config.block_size,
         tiny=lambda: spec(GPTConfig(block_size=16, n_layer=1, n_head=2, n_embd=16)),
+        decode_step=DecodeStep,
     )
 
 

@@ -27,8 +27,12 @@ class ModelSpec:
     # Hooks for families that are not "one float tensor in, logits out"; the defaults fit mlp and lenet.
     inputs: Callable[[int], tuple[torch.Tensor, ...]] | None = None  # n inputs of the exported graph
     batch_dims: tuple[tuple[int, ...], ...] | None = None  # per input, the dims that are the dynamic "batch"
+    # Sequence models: per input, the dims exported as a dynamic "sequence", up to max_sequence (the trained length).
+    sequence_dims: tuple[tuple[int, ...], ...] | None = None
+    max_sequence: int | None = None
     generation: dict | None = None  # how `dltk generate` samples from the export (kept in its metadata)
     tiny: Callable[[], ModelSpec] | None = None  # the same family at test size (same name)
+    decode_step: Callable[[nn.Module], nn.Module] | None = None  # text models: the one-token step over a KV cache
 
     @property
     def metric(self) -> str:

@@ -23,7 +23,7 @@ DATA_SEED = 2
 @dataclass(frozen=True)
 class TransformerConfig:
     vocab_size: int = 10
-    block_size: int = 16  # sequence length, fixed in the export (the batch stays dynamic)
+    block_size: int = 16  # sequence length trained on; the export takes any length up to it
     n_layer: int = 2
     n_head: int = 4
     n_embd: int = 64
@@ -111,6 +111,8 @@ def spec(config: TransformerConfig = TransformerConfig()) -> ModelSpec:
         data=lambda: most_frequent_token(config.vocab_size, config.block_size),
         recipe=Recipe(epochs=6, batch_size=64, lr=2e-3, weight_decay=1e-2),
         input_names=("tokens",),
+        sequence_dims=((1,),),
+        max_sequence=config.block_size,
         tiny=lambda: spec(TransformerConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)),
     )
 

@@ -20,10 +20,11 @@ LAYERS = [
               "toolkit.rpc"]),
     ("formats and runtime", ["toolkit.onnx_file", "toolkit.parity", "toolkit.reference", "toolkit.runtime", "toolkit.target"]),
     ("stages", ["toolkit.cuda", "toolkit.train", "toolkit.export", "toolkit.simplify", "toolkit.optimize", "toolkit.tvm_support",
-                "toolkit.schedules", "toolkit.records", "toolkit.nan", "toolkit.tune", "toolkit.quantize", "toolkit.engine", "toolkit.compile"]),
+                "toolkit.kv_cache", "toolkit.schedules", "toolkit.records", "toolkit.nan", "toolkit.tune", "toolkit.quantize",
+                "toolkit.engine", "toolkit.compile"]),
     ("model sources", ["toolkit.sources"]),
     ("tools", ["toolkit.bench", "toolkit.compare", "toolkit.inspect", "toolkit.profile", "toolkit.generate",
-               "toolkit.serve", "toolkit.deploy", "toolkit.loadtest", "toolkit.runner"]),
+               "toolkit.serve", "toolkit.deploy", "toolkit.loadtest", "toolkit.runner", "toolkit.reduce"]),
     ("cli", ["toolkit.cli", "toolkit.__main__"]),
 ]
 

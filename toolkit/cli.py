@@ -257,6 +257,8 @@ def export(source, output, opset, batch, atol, rtol):
     if not report.trained:
         progress(f"note: {source} has freshly initialised weights; 'dltk train {source}' first for a useful model")
     click.echo(f"wrote {report.path} (opset {report.opset}; {report.parity.summary()})")
+    if report.decode:
+        click.echo(f"wrote {report.decode} (the KV-cache decode step 'dltk generate' uses; compile it as well for TVM)")
 
 
 @cli.command()
@@ -369,12 +371,13 @@ def run(path, backend, device, inputs, output, as_json):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="PNG grid to write (vae, gan, diffusion).", callback=_output_file)
 @click.option("--backend", type=click.Choice(["ort", "tvm"]), help="[default: tvm for artifacts, ort for ONNX]")
+@click.option("--no-cache", is_flag=True, help="Run the full graph per character even when the KV-cache decode step is beside the model (gpt).")
 @verbose_option
-def generate(path, prompt, length, temperature, top_k, count, seed, output, backend):
+def generate(path, prompt, length, temperature, top_k, count, seed, output, backend, no_cache):
     """Sample text or images from an exported generative model through the runtime."""
     from toolkit.generate import Sampler, write_png_grid
 
-    sampler = Sampler(path, backend=backend)
+    sampler = Sampler(path, backend=backend, cache=not no_cache)
     if sampler.kind == "text":
         if output:
             raise DltkError(f"{path} generates text, not images", "drop -o; the text is printed")
@@ -594,6 +597,28 @@ def deploy_kserve(model, storage_uri, image, name, cpu, memory, output):
         return click.echo(manifest, nl=False)
     write_atomically(output, manifest)
     click.echo(f"wrote {output}")
+
+
+@cli.group()
+def debug():
+    """Tools for models that fail: shrink them to what fails."""
+
+
+@debug.command("reduce")
+@click.argument("model", type=click.Path(), metavar="MODEL.onnx")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Subgraph to write [default: MODEL.reduced.onnx here].")
+@click.option("--mode", type=click.Choice(["import", "compile", "diverge"]),
+              help="The failure to reduce [default: the first the whole model shows].")
+@click.option("--target", default="cpu", show_default=True, help="cpu, cuda, or a TVM target as JSON.")
+@click.option("--atol", type=float, default=1e-4, show_default=True, help="Divergence tolerance, absolute.")
+@click.option("--rtol", type=float, default=1e-3, show_default=True, help="Divergence tolerance, relative.")
+@verbose_option
+def debug_reduce(model, output, mode, target, atol, rtol):
+    """Bisect a model TVM fails to import or compile, or whose outputs diverge, to the smallest failing subgraph."""
+    from toolkit.reduce import reduce_file
+
+    reduction, written = reduce_file(model, output, mode=mode, target=target, atol=atol, rtol=rtol, log=progress)
+    click.echo(f"wrote {written}: {reduction.summary()}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""ONNX -> TVM Relax -> compiled executable, verified against ONNX Runtime, written as an artifact."""
+"""ONNX -> TVM Relax -> compiled executable, verified against a reference (toolkit.reference), written as an artifact."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 
 import onnx
 
-from toolkit import cuda, optimize
+from toolkit import cuda, optimize, tvm_support
 from toolkit.errors import CheckFailed, DltkError, first_line
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
 from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
+from toolkit.reference import Reference, choose_reference
 from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, check_replaceable, open_artifact, staging, write_manifest
 from toolkit.runtime.batch import named_batch_symbols
 from toolkit.runtime.model_source import name_from, read_metadata
@@ -22,8 +23,9 @@ from toolkit.target import device_of, resolve_target
 from toolkit.tune import TuneOptions
 from toolkit.versions import versions
 
-VERIFY_SIZES = (1, 3)  # each symbolic dim (the batch) is checked at these sizes, and at each static variant's
+VERIFY_SIZES = (1, 3, 8)  # each symbolic dim (batch, sequence) is checked at these sizes, and at each static variant's
 PROTOBUF_LIMIT = 2**31 - 2**24  # protobuf refuses messages of 2 GiB; keep a margin
+_UNVERIFIED = "not verified: no reference can run this model (ONNX Runtime as given or opset-upgraded, the ONNX reference implementation)"
 
 
 @dataclass(frozen=True)
@@ -54,23 +56,31 @@ def compile_model(
     device = device_of(target)
     nvcc = _nvcc_to_check(target, device)  # before the slow part: a missing nvcc fails at once
     inputs, outputs = input_specs(model), output_specs(model)
+    tvm_support.require_importable(model)  # checked on the graph as given, so ops are named in its order
+    reference = choose_reference(model, onnx_path, log)
     log(f"importing {onnx_path} into TVM Relax")
-    module = import_onnx(simplify(model, log))
-    prepared = tune.prepare(module, target, named_batch_symbols(inputs), tuning, log)
+    module = _import_source_or_upgrade(model, reference, lambda m: import_onnx(simplify(m, log)))
+    static_dims = _static_dims(model, inputs)
+    prepared = tune.prepare(module, target, named_batch_symbols(inputs), tuning, log, static_dims)
     log(f"compiling for {target['kind']} ({target.get('mcpu') or target.get('arch')})")
     executable = build(prepared, target)
     device_code = _device_code(executable, prepared, target, nvcc, log) if device == "cuda" else None
     variants = {str(b): name for b, name in prepared.variants.items()}
     with staging(output) as tmp:
         executable.export_library(str(tmp / LIBRARY))
-        save_self_contained(model, tmp / SOURCE_ONNX)
+        save_self_contained(reference.model, tmp / SOURCE_ONNX)  # the ONNX Runtime fallback, upgraded when it had to be
         verification, engine = [], {"chosen": "tvm", "reason": f"not measured: no {device} device here"}
-        if _can_run(device):
-            log("verifying against ONNX Runtime")
+        if not reference.runs:
+            log(f"warning: {_UNVERIFIED}: " + "; ".join(reference.failures))
+            engine = {"chosen": "tvm", "reason": "not measured: ONNX Runtime cannot load this model"}
+        elif _can_run(device):
+            log(f"verifying against {reference.name}")
             verification = verify(tmp, inputs, outputs, device, atol, rtol, optimize.sequence_length_limits(model),
-                                  prepared.variants)
-            if choose_engine and all(c.passed for c in verification):
-                engine = _choose_engine(tmp, inputs, outputs, device, prepared.variants, log)
+                                  prepared.variants, reference.session, static_dims)
+            if not reference.onnx_runtime_loads:
+                engine = {"chosen": "tvm", "reason": "not measured: ONNX Runtime cannot load this model"}
+            elif choose_engine and all(c.passed for c in verification):
+                engine = _choose_engine(tmp, inputs, outputs, device, prepared.variants, static_dims, log)
             elif not choose_engine:
                 engine = {"chosen": "tvm", "reason": "not measured: engine choice turned off"}
         manifest = {
@@ -83,9 +93,10 @@ def compile_model(
             "versions": versions(),
             "tuning": prepared.manifest,
             "variants": variants,
+            "variant_dims": static_dims if variants else {},  # what the variants bind besides the batch
             **({"device_code": device_code} if device_code else {}),
             "engine": engine,
-            "verification": _verification_json(verification, device, _verify_sizes(prepared.variants)),
+            "verification": _verification_json(verification, device, _verify_sizes(prepared.variants), reference),
         }
         failed = [c for c in verification if not c.passed]
         if failed:
@@ -98,6 +109,7 @@ def import_onnx(model: onnx.ModelProto):
     """The ONNX graph as a Relax IRModule, weights bound as constants."""
     from tvm.relax.frontend.onnx import from_onnx
 
+    tvm_support.require_importable(model)  # every op it lacks named at once, not only the first
     model = optimize.for_tvm(model)  # ops the importer lacks (LSTM, GRU, RNN) become ops it has
     try:
         return from_onnx(model, keep_params_in_input=False)
@@ -122,26 +134,44 @@ def build(module, target: dict):
 
 
 def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: float, length_limits=None,
-           variants: dict[int, str] | None = None) -> list[Comparison]:
-    """Run the exported library and ONNX Runtime on the same random inputs, once per symbolic size
-    and once per static-batch variant.
+           variants: dict[int, str] | None = None, reference=None, static_dims: dict[str, int] | None = None) -> list[Comparison]:
+    """Run the exported library and the reference on the same random inputs, once per symbolic size
+    (every symbolic dim at that size, a sequence at most its static size) and once per static variant
+    (at its batch and static_dims).
 
     length_limits: integer inputs holding sequence lengths -> the longest valid length.
+    reference: a session (toolkit.reference); by default ONNX Runtime on the artifact's model.onnx.
     """
     from toolkit.runtime.tvm import TvmSession
 
-    compiled = TvmSession(directory / LIBRARY, inputs, outputs, device, variants)
-    reference = OrtSession(directory / SOURCE_ONNX)
+    static_dims = static_dims or {}
+    compiled = TvmSession(directory / LIBRARY, inputs, outputs, device, variants, static_dims)
+    reference = reference or OrtSession(directory / SOURCE_ONNX)
+    reference_name = {"ort": "onnxruntime"}.get(reference.backend, reference.backend)
     symbols = sorted({d for s in inputs for d in s.shape if isinstance(d, str)})
     comparisons = []
-    for size in _verify_sizes(variants) if symbols else (None,):
-        feeds = random_feeds(inputs, dict.fromkeys(symbols, size), seed=size or 0)
+    cases = [{s: min(size, static_dims.get(s, size)) for s in symbols} for size in _verify_sizes(variants)] if symbols else [{}]
+    if static_dims:  # the variants at the shapes they are bound to, or main at the full length
+        cases += [{**dict.fromkeys(symbols, batch), **static_dims} for batch in sorted(variants or {1: "main"})]
+    for dims in cases:
+        size = max(dims.values(), default=0)
+        feeds = random_feeds(inputs, dims, seed=size)
         for name, longest in (length_limits or {}).items():
             feeds[name] = feeds[name] % (longest + 1)
         comparisons.append(
-            compare_outputs(reference.run(feeds), compiled.run(feeds), "onnxruntime", "tvm", atol, rtol)
+            compare_outputs(reference.run(feeds), compiled.run(feeds), reference_name, "tvm", atol, rtol)
         )
     return comparisons
+
+
+def _import_source_or_upgrade(model: onnx.ModelProto, reference: Reference, import_model):
+    """TVM's module for the source graph; for an old-opset source TVM refuses, its upgraded copy's."""
+    try:
+        return import_model(model)
+    except DltkError:
+        if reference.upgraded_from is None:
+            raise
+        return import_model(reference.model)
 
 
 def save_self_contained(model: onnx.ModelProto, path: Path) -> None:
@@ -184,12 +214,14 @@ def _can_run(device: str) -> bool:
     return tvm.cpu(0).exist if device == "cpu" else tvm.cuda(0).exist
 
 
-def _verification_json(comparisons: list[Comparison], device: str, sizes: list[int]) -> dict:
+def _verification_json(comparisons: list[Comparison], device: str, sizes: list[int], reference: Reference) -> dict:
+    if not reference.runs:
+        return {"status": "skipped", "reason": _UNVERIFIED, "references_tried": reference.failures}
     if not comparisons:
-        return {"status": "skipped", "reason": f"no {device} device on the compiling machine"}
+        return {"status": "skipped", "reason": f"no {device} device on the compiling machine", **reference.to_json()}
     return {
         "status": "passed" if all(c.passed for c in comparisons) else "failed",
-        "reference": "onnxruntime",
+        **reference.to_json(),
         "max_abs_error": max(c.max_abs for c in comparisons),
         "max_rel_error": max(c.max_rel for c in comparisons),
         "atol": comparisons[0].atol,
@@ -202,12 +234,22 @@ def _verify_sizes(variants: dict[int, str] | None) -> list[int]:
     return sorted(set(VERIFY_SIZES) | set(variants or {}))
 
 
-def _choose_engine(directory: Path, inputs, outputs, device: str, variants: dict[int, str], log) -> dict:
+def _static_dims(model: onnx.ModelProto, inputs) -> dict[str, int]:
+    """Symbolic dims besides the batch that tuned static variants bind, from the export's metadata
+    (e.g. {"sequence": 64}, the length a zoo transformer was trained at); those the inputs have."""
+    import json
+
+    declared = json.loads(read_metadata(model).get("dltk.static_dims", "{}"))
+    present = {d for s in inputs for d in s.shape if isinstance(d, str)}
+    return {name: int(size) for name, size in declared.items() if name in present}
+
+
+def _choose_engine(directory: Path, inputs, outputs, device: str, variants: dict[int, str], static_dims, log) -> dict:
     from toolkit import engine
 
-    sessions = engine.candidates(directory, inputs, outputs, device, variants)
+    sessions = engine.candidates(directory, inputs, outputs, device, variants, static_dims)
     try:
-        return engine.measure_engines(sessions, engine.batches_to_measure(inputs, variants), log)
+        return engine.measure_engines(sessions, engine.batches_to_measure(inputs, variants), log, static_dims)
     except Exception as e:  # random feeds a model refuses (e.g. lengths out of range): keep TVM, say why
         return {"chosen": "tvm", "reason": f"not measured: {type(e).__name__}: {str(e).strip()[:120]}"}
 

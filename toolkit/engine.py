@@ -24,12 +24,14 @@ ROUNDS = 2
 BUDGET = Budget(warmup=5, min_iterations=30, min_seconds=0.15, max_seconds=3.0, repeats=1)
 
 
-def measure_engines(sessions: dict, batches: list[int], log=lambda line: None) -> dict:
-    """{"p50_ms": {engine: {batch: ms}}, "chosen": engine, ...} for sessions on the same model."""
+def measure_engines(sessions: dict, batches: list[int], log=lambda line: None, static_dims: dict | None = None) -> dict:
+    """{"p50_ms": {engine: {batch: ms}}, "chosen": engine, ...} for sessions on the same model.
+
+    static_dims: sizes of other symbolic dims to measure at (e.g. the sequence length tuned for)."""
     specs = next(iter(sessions.values())).inputs
     latencies: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batches} for name in sessions}
     for batch in batches:
-        feeds = random_feeds(specs, batch_dims(specs, batch))
+        feeds = random_feeds(specs, {**(static_dims or {}), **batch_dims(specs, batch)})
         for _ in range(ROUNDS):
             for name, session in sessions.items():
                 latencies[name][batch] += measure(functools.partial(session.run, feeds), BUDGET)
@@ -48,13 +50,13 @@ def measure_engines(sessions: dict, batches: list[int], log=lambda line: None) -
 
 
 def candidates(directory: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str,
-               variants: dict[int, str]) -> dict:
+               variants: dict[int, str], static_dims: dict | None = None) -> dict:
     """The engines that can run this artifact here: tvm always, ort when its provider is present."""
     from toolkit.errors import DltkError
     from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX
     from toolkit.runtime.tvm import TvmSession
 
-    sessions = {"tvm": TvmSession(directory / LIBRARY, inputs, outputs, device, variants)}
+    sessions = {"tvm": TvmSession(directory / LIBRARY, inputs, outputs, device, variants, static_dims)}
     try:
         from toolkit.runtime.ort import OrtSession
 

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import torch
 
+from toolkit import kv_cache
 from toolkit.errors import CheckFailed, DltkError, first_line
 from toolkit.files import check_output_file, write_atomically
 from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
@@ -27,6 +28,8 @@ from toolkit.versions import versions
 DEFAULT_OPSET = 18
 PARITY_SAMPLES = 32  # held-out inputs compared between PyTorch and ONNX Runtime
 BATCH_DIM = "batch"
+SEQUENCE_DIM = "sequence"
+STATIC_DIMS_KEY = "dltk.static_dims"  # symbolic dims -> the size compile's tuned static variants bind them to
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class ExportReport:
     outputs: list[TensorSpec]
     parity: Comparison
     trained: bool  # False when a zoo NAME gave freshly initialised weights
+    decode: Path | None = None  # text models: the KV-cache decode step written beside the export
 
 
 def export_model(
@@ -78,8 +82,10 @@ def export_model(
     if not parity.passed:
         raise CheckFailed(f"{parity.summary()}; {output} not written", "look for ops that export differently")
     write_atomically(output, model_bytes)
+    decode = kv_cache.export_decode_step(loaded, output, opset, atol, rtol, write_atomically)
     return ExportReport(
-        Path(output), loaded.spec.name, opset, session.inputs, session.outputs, parity, trained=bool(loaded.info)
+        Path(output), loaded.spec.name, opset, session.inputs, session.outputs, parity, trained=bool(loaded.info),
+        decode=decode,
     )
 
 
@@ -89,6 +95,10 @@ def to_onnx(loaded: LoadedModel, sample: tuple[torch.Tensor, ...], opset: int, d
     if dynamic:
         batch = torch.export.Dim(BATCH_DIM, min=1, max=1 << 16)
         dynamic_shapes = tuple(dict.fromkeys(dims, batch) for dims in spec.dynamic_dims())
+        if spec.sequence_dims:  # up to the trained length: position embeddings end there
+            sequence = torch.export.Dim(SEQUENCE_DIM, min=1, max=spec.max_sequence)
+            dynamic_shapes = tuple({**by_dim, **dict.fromkeys(dims, sequence)}
+                                   for by_dim, dims in zip(dynamic_shapes, spec.sequence_dims))
     # The exporter narrates each pass on stdout and warns about optional packages; keep
     # stdout for results (--json) and show the exporter's words only when it fails.
     chatter = io.StringIO()
@@ -131,6 +141,8 @@ def _add_metadata(proto: onnx.ModelProto, loaded: LoadedModel) -> None:
     }
     if loaded.spec.generation:
         props["dltk.generation"] = json.dumps(loaded.spec.generation)
+    if loaded.spec.sequence_dims:
+        props[STATIC_DIMS_KEY] = json.dumps({SEQUENCE_DIM: loaded.spec.max_sequence})
     del proto.metadata_props[:]
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)

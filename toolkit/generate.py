@@ -5,9 +5,11 @@ sampling needs: the GPT's vocabulary and context length, the VAE's or GAN's late
 diffusion model's noise schedule. Everything here runs on numpy and `toolkit.runtime`; PyTorch is
 not involved.
 
-- text (gpt): the fixed-context graph runs once per new character for a batch of `count`
-  continuations; a prompt shorter than the context is padded on the right, and the logits are
-  read at its last position, which causal attention keeps independent of the padding.
+- text (gpt): with the KV-cache decode step beside the model (toolkit.kv_cache), one step per
+  character while the text fits the context; otherwise, and past the context, the fixed-context
+  graph runs once per new character for a batch of `count` continuations; a prompt shorter than
+  the context is padded on the right, and the logits are read at its last position, which
+  causal attention keeps independent of the padding.
 - latent (vae, gan): z ~ N(0, I) through the decoder or generator.
 - diffusion: DDPM ancestral sampling, one call of the compiled denoiser per step.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit import runtime
+from toolkit import kv_cache, runtime
 from toolkit.errors import DltkError
 from toolkit.files import write_atomically
 from toolkit.runtime.model_source import ARTIFACT, ONNX, ModelSource
@@ -44,11 +46,15 @@ def read_generation(path) -> dict:
 class Sampler:
     """Samples text or images from an exported generative model, on ORT or TVM."""
 
-    def __init__(self, path, backend: str | None = None, device: str = "cpu"):
+    def __init__(self, path, backend: str | None = None, device: str = "cpu", cache: bool = True):
+        """cache: step the KV-cache decode graph beside `path` when there is one (toolkit.kv_cache)."""
         self.recipe = read_generation(path)
         self.kind = "text" if self.recipe["kind"] == "text" else "image"
         self.session = runtime.load(path, device=device, backend=backend)
         self._output = self.session.outputs[0].name
+        self.decoder = None
+        if cache and self.kind == "text":
+            self.decoder = kv_cache.open_decoder(path, backend, device, self.recipe["block_size"])
 
     def text(self, prompt: str = "", length: int = 200, temperature: float = 0.8,
              top_k: int | None = None, count: int = 1, seed: int = 0) -> list[str]:
@@ -67,11 +73,16 @@ class Sampler:
         start = [index[c] for c in prompt] or [index.get("\n", 0)]
         tokens = np.tile(np.array(start, dtype=np.int64), (count, 1))  # (count, length so far)
         name = self.session.inputs[0].name
+        if self.decoder is not None:
+            self.decoder.reset()
         for _ in range(length):
-            window = tokens[:, -context:]
-            feed = np.zeros((count, context), dtype=np.int64)
-            feed[:, : window.shape[1]] = window
-            logits = self.session.run({name: feed})[self._output][:, window.shape[1] - 1]  # (count, vocab)
+            if self.decoder is not None and tokens.shape[1] <= context:  # one position per token
+                logits = self.decoder.next_logits(tokens)
+            else:
+                window = tokens[:, -context:]
+                feed = np.zeros((count, context), dtype=np.int64)
+                feed[:, : window.shape[1]] = window
+                logits = self.session.run({name: feed})[self._output][:, window.shape[1] - 1]  # (count, vocab)
             following = np.array([_sample(row, temperature, top_k, rng) for row in logits], dtype=np.int64)
             tokens = np.concatenate([tokens, following[:, None]], axis=1)
         first = len(start) if prompt else 1

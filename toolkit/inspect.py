@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 import onnx
 
+from toolkit import tvm_support
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
 from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact
 from toolkit.runtime.model_source import ARTIFACT, ModelSource, read_metadata
@@ -26,8 +27,9 @@ def inspect_path(path) -> dict:
 
 def inspect_model(model: onnx.ModelProto) -> dict:
     ops = Counter(_op_key(node) for node in model.graph.node)
+    domains = {_op_key(node): (node.op_type, node.domain) for node in model.graph.node}
     opset = _default_opset(model)
-    ort_ops, tvm_ops = _ort_supported(opset), _tvm_supported()
+    ort_ops, tvm_table = _ort_supported(opset), tvm_support.converter_table()
     return {
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "opset": opset,
@@ -37,9 +39,10 @@ def inspect_model(model: onnx.ModelProto) -> dict:
         "parameters": int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer)),
         "flops_batch1": count_flops(model),
         "ops": [
-            {"op": op, "count": n, "ort": op in ort_ops, "tvm": op in tvm_ops}
+            {"op": op, "count": n, "ort": op in ort_ops, "tvm": tvm_support.is_supported(*domains[op], tvm_table)}
             for op, n in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))
         ],
+        "tvm_unsupported": [u.to_json() for u in tvm_support.unsupported_ops(model)],  # subgraphs included
     }
 
 
@@ -58,6 +61,9 @@ def report_renderables(path, info: dict) -> list:
     for op in info["ops"]:
         table.add_row(op["op"], str(op["count"]), "yes" if op["ort"] else "NO", "yes" if op["tvm"] else "NO")
     lines.append(table)
+    if info["tvm_unsupported"]:
+        unsupported = [tvm_support.UnsupportedOp(**u) for u in info["tvm_unsupported"]]
+        lines.append(escape("  TVM cannot import it: " + tvm_support.describe(unsupported)))
     if "artifact" in info:
         a = info["artifact"]
         lines.append(escape(f"  artifact: target {json.dumps(a['target'])}, device {a['device']}, "
@@ -99,15 +105,6 @@ def _ort_supported(opset: int) -> set[str]:
             domain = kernel.domain if kernel.domain not in ("", "ai.onnx") else ""
             supported.add(f"{domain}.{kernel.op_name}" if domain else kernel.op_name)
     return supported
-
-
-def _tvm_supported() -> set[str]:
-    """Ops `dltk compile` takes: those TVM's importer converts, plus those dltk rewrites before import."""
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
-
-    from toolkit.optimize import LOWERED_OPS
-
-    return set(_get_convert_map()) | LOWERED_OPS
 
 
 def count_flops(model: onnx.ModelProto, batch: int = 1) -> int:

@@ -68,8 +68,12 @@ class Prepared:
 
 
 
-def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions, log=lambda line: None) -> Prepared:
-    """Add static variants, fuse, tune as asked, and keep the variants the records cover."""
+def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions, log=lambda line: None,
+            static_dims: dict[str, int] | None = None) -> Prepared:
+    """Add static variants, fuse, tune as asked, and keep the variants the records cover.
+
+    static_dims: other symbolic dims the variants bind too, e.g. {"sequence": 64}.
+    """
     import tvm
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
@@ -87,7 +91,7 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
     batches = [b for b in options.batches if b > 0] if batch_symbols and may_have_records else []
     variants = {b: f"main_b{b}" for b in batches}
     try:
-        fused = fuse(_with_static_variants(module, batch_symbols, variants), tvm_target)
+        fused = fuse(_with_static_variants(module, batch_symbols, variants, static_dims or {}), tvm_target)
     except Exception as e:  # TVM's passes refuse some graphs with copies (e.g. rewritten LSTMs)
         if not variants:
             raise
@@ -472,13 +476,13 @@ def _load_tensor_intrinsics(tvm_target) -> None:
 # --- module surgery ----------------------------------------------------------------------
 
 
-def _with_static_variants(module, batch_symbols: list[str], variants: dict[int, str]):
+def _with_static_variants(module, batch_symbols: list[str], variants: dict[int, str], static_dims: dict[str, int]):
     import tvm
     from tvm import relax
 
     module = tvm.IRModule(dict(module.functions), attrs=module.attrs) if variants else module
     for batch, name in variants.items():
-        bound = relax.transform.BindSymbolicVars(dict.fromkeys(batch_symbols, batch), "main")(
+        bound = relax.transform.BindSymbolicVars({**static_dims, **dict.fromkeys(batch_symbols, batch)}, "main")(
             tvm.IRModule({"main": module["main"]}, attrs=module.attrs)
         )
         module[name] = bound["main"].with_attr("global_symbol", name)

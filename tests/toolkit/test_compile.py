@@ -131,6 +131,22 @@ def test_unsupported_op_names_the_op(tmp_path):
         compile_model(path, tmp_path / "det.tvm")
 
 
+def test_compile_names_every_op_tvm_cannot_import(tmp_path):
+    from click.testing import CliRunner
+
+    from tests.toolkit.test_inspect import _model_with_ops_tvm_lacks
+    from toolkit.cli import cli
+
+    path = tmp_path / "many.onnx"
+    onnx.save(_model_with_ops_tvm_lacks(), path)
+    result = CliRunner().invoke(cli, ["compile", str(path), "-o", str(tmp_path / "many.tvm")])
+    assert result.exit_code == 2
+    (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert "no TVM converter for 4 ops: Det (opset 18; node det), Scale (domain my.ops v2; 2 nodes, first scale_1), " \
+           "Relu (domain my.ops v2; node my_relu), Loop (opset 18; node inner_loop)" in line
+    assert not (tmp_path / "many.tvm").exists()
+
+
 @pytest.mark.parametrize("change, shape", [
     (lambda m: m["inputs"][0].update(shape=["batch", 1, 4, 16]), (1, 1, 4, 16)),  # inputs that lie about shape
     (lambda m: m.update(variants={"1": "main_b99"}), (1, 1, 8, 8)),  # a variant naming a missing function

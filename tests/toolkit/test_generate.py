@@ -1,6 +1,7 @@
 """`dltk generate`: text from the GPT and images from the VAE, GAN and diffusion exports, sampled
 through the runtime (ONNX Runtime and the TVM artifact), never through PyTorch."""
 
+import json
 import struct
 import zlib
 
@@ -9,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import models
+from toolkit import runtime
 from toolkit.cli import cli
 from toolkit.compile import compile_model
 from toolkit.export import export_model
@@ -129,3 +131,65 @@ def test_png_grid_of_rgb_images(tmp_path):
     width, height, color, pixels = read_png(write_png_grid(images, tmp_path / "rgb.png", scale=1))
     assert (width, height, color) == (2 * 3 + 1, 1 * 3 + 1, 2)
     assert tuple(pixels[1, 1]) == (255, 0, 0) and tuple(pixels[1, 4]) == (0, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def gpt_decode_artifact(gpt_artifact):
+    """The KV-cache decode step `dltk export` wrote beside gpt.onnx, compiled beside gpt.tvm."""
+    directory = gpt_artifact.parent
+    assert (directory / "gpt.decode.onnx").is_file()
+    compile_model(directory / "gpt.decode.onnx", directory / "gpt.decode.tvm", choose_engine=False)
+    return directory / "gpt.decode.tvm"
+
+
+@pytest.mark.parametrize("backend", ["ort", "tvm"])
+def test_cached_generation_matches_uncached_token_for_token(gpt_decode_artifact, backend):
+    artifact = gpt_decode_artifact.parent / "gpt.tvm"
+    context = models.get("gpt").generation["block_size"]
+    cached = Sampler(artifact, backend=backend)
+    assert cached.decoder is not None and cached.decoder.session.backend == backend
+    uncached = Sampler(artifact, backend=backend, cache=False)
+    assert uncached.decoder is None
+    # Greedy, through the end of the context (the cache) and past it (the full graph again), 3 at once.
+    length = 2 * context
+    texts = cached.text("Love", length=length, temperature=0, count=3)
+    assert texts == uncached.text("Love", length=length, temperature=0, count=3)
+    # Sampled with a seed: the same draws, hence the same text, when the logits agree.
+    assert cached.text("Sh", length=context, top_k=5, seed=3) == uncached.text("Sh", length=context, top_k=5, seed=3)
+
+
+def test_cached_step_counts_one_position_per_token(gpt_decode_artifact, monkeypatch):
+    """Each new token is one call of the decode step: the prompt once per character, then one per token."""
+    sampler = Sampler(gpt_decode_artifact.parent / "gpt.tvm", backend="tvm")
+    calls = {"decode": 0, "full": 0}
+    for session, key in ((sampler.decoder.session, "decode"), (sampler.session, "full")):
+        run = session.run
+        monkeypatch.setattr(session, "run", lambda feeds, run=run, key=key: calls.__setitem__(key, calls[key] + 1) or run(feeds))
+    sampler.text("Love", length=6, temperature=0)
+    assert calls == {"decode": len("Love") + 6 - 1, "full": 0}
+
+
+def test_no_cache_flag_and_onnx_file_use_the_decode_step_beside_it(gpt_decode_artifact):
+    onnx_path = gpt_decode_artifact.parent / "gpt.onnx"
+    assert Sampler(onnx_path).decoder.session.backend == "ort"  # gpt.decode.onnx, found beside gpt.onnx
+    args = ["generate", str(onnx_path), "--prompt", "Shall I", "--length", "8", "--temperature", "0"]
+    with_cache, without = CliRunner().invoke(cli, args), CliRunner().invoke(cli, [*args, "--no-cache"])
+    assert with_cache.exit_code == 0 and without.exit_code == 0, with_cache.output + without.output
+    assert with_cache.output == without.output
+
+
+def test_gpt_artifact_takes_any_sequence_length_up_to_the_context(gpt_artifact):
+    """The GPT is exported with a dynamic sequence; its one artifact was verified at several lengths."""
+    import onnxruntime as ort
+
+    context = models.get("gpt").generation["block_size"]
+    manifest = json.loads((gpt_artifact / "manifest.json").read_text())
+    assert manifest["inputs"][0]["shape"] == ["batch", "sequence"]
+    assert manifest["verification"]["status"] == "passed" and len(manifest["verification"]["symbolic_sizes"]) >= 3
+    compiled = runtime.load(gpt_artifact, backend="tvm")
+    reference = ort.InferenceSession(str(gpt_artifact.parent / "gpt.onnx"))
+    for length in (1, 7, context):
+        tokens = np.random.default_rng(length).integers(0, 20, (2, length)).astype(np.int64)
+        got = compiled.run({"tokens": tokens})["logits"]
+        assert got.shape == (2, length, len(models.get("gpt").generation["vocabulary"]))
+        np.testing.assert_allclose(got, reference.run(None, {"tokens": tokens})[0], atol=1e-4, rtol=1e-3)

@@ -1,4 +1,5 @@
 import numpy as np
+import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from toolkit.inspect import count_flops, graph_cost, inspect_model, inspect_path
@@ -60,3 +61,56 @@ def test_lenet_flops_and_artifact_details(lenet_artifact):
     assert info["metadata"]["dltk.model"] == "lenet"
     assert info["artifact"]["verification"]["status"] == "passed"
     assert info["artifact"]["device"] == "cpu"
+
+
+def _model_with_ops_tvm_lacks():
+    """Det and a Loop (ONNX ops TVM has no converter for, one inside an If branch), a custom-domain op
+    twice, and a custom-domain op that shares an ONNX op's name."""
+    def value(name, dtype=TensorProto.FLOAT, shape=(2, 2)):
+        return helper.make_tensor_value_info(name, dtype, list(shape))
+
+    loop_body = helper.make_graph([helper.make_node("Identity", ["c"], ["c_out"])], "body",
+                                  [value("i", TensorProto.INT64, []), value("cond", TensorProto.BOOL, []), value("c")],
+                                  [value("cond", TensorProto.BOOL, []), value("c_out")])
+    branch = helper.make_graph([helper.make_node("Loop", ["n", "", "m"], ["looped"], body=loop_body, name="inner_loop")],
+                               "then", [], [value("looped")])
+    kept = helper.make_graph([helper.make_node("Identity", ["m"], ["kept"])], "else", [], [value("kept")])
+    nodes = [
+        helper.make_node("Det", ["m"], ["d"], name="det"),
+        helper.make_node("Scale", ["m"], ["s1"], domain="my.ops", name="scale_1"),
+        helper.make_node("Scale", ["s1"], ["s2"], domain="my.ops", name="scale_2"),
+        helper.make_node("Relu", ["s2"], ["r"], domain="my.ops", name="my_relu"),
+        helper.make_node("Abs", ["r"], ["a"]),
+        helper.make_node("If", ["flag"], ["branch"], then_branch=branch, else_branch=kept),
+    ]
+    graph = helper.make_graph(nodes, "g", [value("m"), value("flag", TensorProto.BOOL, []), value("n", TensorProto.INT64, [])],
+                              [value("d", shape=[]), value("a"), value("branch")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("my.ops", 2)])
+
+
+def test_every_op_tvm_cannot_import_is_named_with_its_opset_and_domain():
+    info = inspect_model(_model_with_ops_tvm_lacks())
+    assert info["tvm_unsupported"] == [
+        {"op": "Det", "domain": "", "opset": 18, "count": 1, "first_node": "det"},
+        {"op": "Scale", "domain": "my.ops", "opset": 2, "count": 2, "first_node": "scale_1"},
+        {"op": "Relu", "domain": "my.ops", "opset": 2, "count": 1, "first_node": "my_relu"},
+        {"op": "Loop", "domain": "", "opset": 18, "count": 1, "first_node": "inner_loop"},
+    ]
+    support = {o["op"]: o["tvm"] for o in info["ops"]}
+    assert support == {"Det": False, "my.ops.Scale": False, "my.ops.Relu": False, "Abs": True, "If": True}
+
+
+def test_cli_inspect_names_the_ops_tvm_cannot_import(tmp_path):
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_model_with_ops_tvm_lacks(), path)
+    result = CliRunner().invoke(cli, ["inspect", str(path)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # rich wraps long lines at the terminal's width
+    line = text[text.index("TVM cannot import it: no TVM converter for 4 ops"):]
+    for part in ("Det (opset 18; node det)", "Scale (domain my.ops v2; 2 nodes, first scale_1)",
+                 "Relu (domain my.ops v2; node my_relu)", "Loop (opset 18; node inner_loop)"):
+        assert part in line

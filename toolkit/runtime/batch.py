@@ -6,6 +6,8 @@ may leave it unnamed ("?"). A model whose inputs all have a fixed leading size h
 
 from __future__ import annotations
 
+import numpy as np
+
 from toolkit.runtime.spec import TensorSpec
 
 UNKNOWN = "?"  # a dimension ONNX leaves without a size or a name
@@ -54,3 +56,19 @@ def shared_batch_dim(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> str
     if not outputs or any(batch_symbol(o) is None for o in outputs):
         return None
     return dim
+
+
+def variant_entry(variants: dict[int, str], variant_dims: dict[str, int], specs: list[TensorSpec],
+                  feeds: dict[str, np.ndarray]) -> str:
+    """The function of a compiled artifact that serves these feeds: the static variant for their
+    batch when every other dim the variants bind (variant_dims, e.g. {"sequence": 64}) has that
+    size in the feeds; else the dynamic "main"."""
+    batch_from = batch_input(specs)
+    if not variants or batch_from is None:
+        return "main"
+    name = variants.get(feeds[batch_from].shape[0], "main")
+    for spec in specs if name != "main" else ():
+        for axis, dim in enumerate(spec.shape):
+            if dim in variant_dims and feeds[spec.name].shape[axis] != variant_dims[dim]:
+                return "main"
+    return name

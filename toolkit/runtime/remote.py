@@ -46,7 +46,7 @@ class RemoteTvmSession(TvmSession):
         self.artifact_path = artifact.path
         # device: where the code runs (the run's env["remote"] says which machine); its memory is not ours
         self._attach(self._remote.load_module(LIBRARY), dev, artifact.inputs, artifact.outputs, artifact.device,
-                     variants, host_memory=False)
+                     variants, host_memory=False, variant_dims=artifact.manifest.get("variant_dims"))
 
     # The remote device is reached through TVM's RPC client (full TVM), not the local runtime library.
     def virtual_machine(self):

@@ -8,7 +8,7 @@ import functools
 
 import numpy as np
 
-from toolkit.runtime.batch import batch_input
+from toolkit.runtime.batch import variant_entry
 from toolkit.runtime.spec import TensorSpec, validate_feeds
 from toolkit.timing import Block, Budget, timed_block
 
@@ -40,11 +40,11 @@ class StaticVariants:
     A call whose batch has a copy runs it; any other batch runs the dynamic `main`.
     """
 
-    def __init__(self, inputs: list[TensorSpec], variants: dict[int, str] | None = None):
+    def __init__(self, inputs: list[TensorSpec], variants: dict[int, str] | None = None,
+                 variant_dims: dict[str, int] | None = None):
+        """variant_dims: other symbolic dims the copies bind (manifest "variant_dims", e.g. {"sequence": 64})."""
         self.by_batch = {int(batch): name for batch, name in (variants or {}).items()}
-        self._batch_input = batch_input(inputs)
+        self._inputs, self._dims = inputs, dict(variant_dims or {})
 
     def entry_for(self, feeds: Feeds) -> str:
-        if self.by_batch and self._batch_input is not None:
-            return self.by_batch.get(feeds[self._batch_input].shape[0], "main")
-        return "main"
+        return variant_entry(self.by_batch, self._dims, self._inputs, feeds)

@@ -42,8 +42,9 @@ class TvmSession(Session):
     backend = "tvm"
 
     def __init__(self, library, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str,
-                 variants: dict[int, str] | None = None):
-        """library: the path of a model.so, or an executable fresh from tvm.compile."""
+                 variants: dict[int, str] | None = None, variant_dims: dict[str, int] | None = None):
+        """library: the path of a model.so, or an executable fresh from tvm.compile.
+        variant_dims: other symbolic dims the variants bind, e.g. {"sequence": 64}."""
         dev = tvm_device(device)  # first: a CUDA library does not even load where there is no GPU
         is_path = isinstance(library, (str, Path))
         self.artifact_path = Path(library).parent if is_path else None
@@ -51,10 +52,11 @@ class TvmSession(Session):
             library = tvm_runtime.load_module(library)
         elif hasattr(library, "jit"):  # a tvm.runtime.Executable: build its module once, not per VM
             library = library.jit()
-        self._attach(library, dev, inputs, outputs, device, variants, host_memory=device == "cpu")
+        self._attach(library, dev, inputs, outputs, device, variants, host_memory=device == "cpu",
+                     variant_dims=variant_dims)
 
     def _attach(self, library, dev, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str,
-                variants: dict[int, str] | None, host_memory: bool) -> None:
+                variants: dict[int, str] | None, host_memory: bool, variant_dims: dict[str, int] | None = None) -> None:
         """host_memory: the device reads this process's memory, so feeds go in and out through DLPack."""
         self.inputs, self.outputs, self.device = inputs, outputs, device
         self._library, self._dev = library, dev
@@ -63,7 +65,7 @@ class TvmSession(Session):
         if self._allocator == tvm_runtime.POOLED_ALLOCATOR:
             weakref.finalize(self, tvm_runtime.release_pooled_memory).atexit = False
         self._names = [o.name for o in outputs]
-        self._variants = StaticVariants(inputs, variants)
+        self._variants = StaticVariants(inputs, variants, variant_dims)
         self._host_memory = host_memory
         # The VM keeps per-call state, so each thread gets its own over the shared library.
         self._local = threading.local()
@@ -79,7 +81,8 @@ class TvmSession(Session):
         variants = {int(b): name for b, name in artifact.manifest.get("variants", {}).items()}
         if str((artifact.manifest.get("device_code") or {}).get("form", "")).startswith("CUDA C source"):
             _register_cuda_compiler()
-        return cls(artifact.file(LIBRARY), artifact.inputs, artifact.outputs, device, variants)
+        return cls(artifact.file(LIBRARY), artifact.inputs, artifact.outputs, device, variants,
+                   artifact.manifest.get("variant_dims"))
 
     def virtual_machine(self):
         """A fresh VM over the library, on this session's device: `vm[name]` is a function, and
