@@ -56,7 +56,8 @@ def test_family_builds_for_sm_90_with_every_kernel_scheduled_and_checked(name, c
     assert manifest["device"] == "cuda"
     assert manifest["target"]["kind"] == "cuda" and manifest["target"]["arch"] == "sm_90"
     assert manifest["target"]["host"]["kind"] == "llvm"
-    assert manifest["verification"] == {"status": "skipped", "reason": "no cuda device on the compiling machine"}
+    verification = manifest["verification"]
+    assert verification["status"] == "skipped" and verification["reason"] == "no cuda device on the compiling machine"
     assert manifest["engine"]["chosen"] == "tvm" and manifest["engine"]["reason"].startswith("not measured")
 
     device_code = manifest["device_code"]
