@@ -31,9 +31,12 @@ zoo: $(INSTALLED)
 	$(BIN)/python benchmarks/zoo_table.py --readme README.md
 
 # The README's latency table: every zoo model on every backend, written to benchmarks/results/<machine>/.
+# `make bench PRECISION=fp32,int8` adds int8 rows (the static QDQ copy on ort and tvm, with the held-out
+# metric beside the latency) for the models that quantize; the others are skipped with a warning.
 BENCH_ARGS ?= --backend torch,ort,tvm --batch 1,8 --scenario single-stream
+PRECISION ?= fp32
 bench: $(INSTALLED)
-	$(DLTK) bench --zoo $(BENCH_ARGS)
+	$(DLTK) bench --zoo $(BENCH_ARGS) --precision $(PRECISION)
 
 # On a machine with a CUDA GPU: install what dltk needs beside the machine's torch, run the GPU tests,
 # compile and check the zoo on the GPU, benchmark it; writes benchmarks/results/<gpu>/ (benchmarks/gpu_check.sh).

@@ -334,6 +334,36 @@ def compile(model, output, target, tune_now, trials, time_budget, db, tune_batch
 
 
 @cli.command()
+@click.argument("model", type=click.Path(), metavar="MODEL.onnx")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Reduced ONNX file to write.")
+@click.option("--mode", type=click.Choice(["dynamic", "static", "fp16", "bf16"]), default="dynamic", show_default=True,
+              help="int8 with activations quantized at run time, int8 QDQ calibrated ahead, or half precision.")
+@click.option("--calibration", type=int, default=64, show_default=True, help="Samples of a zoo model's data to calibrate on.")
+@click.option("--calibration-data", multiple=True, type=click.Path(), metavar="FILE.npz|FILE.npy",
+              help="Calibration inputs: an .npz keyed by input name, or an .npy for a one-input model (repeatable).")
+@click.option("--per-channel", is_flag=True, help="One int8 scale per output channel of each weight.")
+@click.option("--exclude", default="", callback=lambda c, p, v: _name_list(c, p, v), metavar="OP,...",
+              help="Op types to leave in fp32.")
+@click.option("--max-drop", type=float, default=1.0, show_default=True,
+              help="Refuse a held-out metric drop over this: accuracy points, or percent worse (perplexity, error).")
+@click.option("--force", is_flag=True, help="Write the model even when its metric drops more than --max-drop.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@verbose_option
+def quantize(model, output, mode, calibration, calibration_data, per_channel, exclude, max_drop, force, as_json):
+    """Reduce an ONNX model to int8 or fp16 and report what it costs in accuracy."""
+    from toolkit.quantize import QuantizeOptions, quantize_model
+
+    options = QuantizeOptions(mode=mode, calibration=calibration, calibration_data=tuple(calibration_data),
+                              per_channel=per_channel, exclude=exclude, max_drop=max_drop, force=force)
+    report = quantize_model(model, output, options, log=progress)
+    if as_json:
+        return _echo_json(report.to_json())
+    for line in report.lines():
+        click.echo(line)
+    click.echo(f"wrote {report.path}")
+
+
+@cli.command()
 @click.argument("path", type=click.Path())
 @click.option("--backend", type=click.Choice(["ort", "tvm"]), help="[default: tvm for artifacts, ort for ONNX]")
 @device_option
@@ -436,12 +466,14 @@ def _threads_list(ctx, param, value):
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write results as CSV.", callback=_output_file)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), callback=_output_file,
               help="Write a PNG: latency against batch, and its distribution.")
+@click.option("--precision", "precisions", default="fp32", show_default=True, callback=_name_list,
+              help="Comma-separated: fp32, int8 (static QDQ), int8-dynamic, fp16; reduced copies run on ort and tvm beside fp32.")
 @rpc_options("Run ARTIFACT on a remote device through a TVM RPC tracker, timed there.")
 @verbose_option
 @click.pass_context
 def bench(ctx, source, zoo, output, note, backends, batches, threads, device, scenarios, target_qps, p99_bound,
           samples_per_query, ort_opt, ort_providers, warmup, min_iterations, min_seconds, max_seconds, repeats,
-          json_path, csv_path, plot_path, rpc_tracker, rpc_key):
+          json_path, csv_path, plot_path, precisions, rpc_tracker, rpc_key):
     """Measure latency per backend, batch size and thread count, side by side in one run."""
     from toolkit import bench as benchmark
     from toolkit.bench import output as results
@@ -458,6 +490,7 @@ def bench(ctx, source, zoo, output, note, backends, batches, threads, device, sc
                                 max_seconds=max_seconds, repeats=repeats),
         server=benchmark.ServerSettings(target_qps=target_qps, p99_bound_ms=p99_bound),
         samples_per_query=samples_per_query, ort=benchmark.OrtOptions(ort_opt, ort_providers), rpc=rpc,
+        precisions=precisions,
     )
     if zoo:
         from toolkit.bench.suite import run_zoo

@@ -114,7 +114,10 @@ def import_onnx(model: onnx.ModelProto):
     try:
         return from_onnx(model, keep_params_in_input=False)
     except Exception as e:  # the importer raises OpNotImplemented, TVMError, ValueError, ...
-        raise DltkError(f"TVM cannot import this model: {first_line(e)}", "see 'dltk inspect' for the ops TVM supports") from e
+        fix = "see 'dltk inspect' for the ops TVM supports"
+        if any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node):
+            fix = "TVM imports int8 as QDQ: quantize with 'dltk quantize --mode static'; ONNX Runtime runs this file as it is"
+        raise DltkError(f"TVM cannot import this model: {first_line(e)}", fix) from e
 
 
 def build(module, target: dict):

@@ -7,14 +7,14 @@ import io
 import json
 
 from toolkit.bench.results import BenchResult
-from toolkit.bench.runner import BenchRun, row_ratios
+from toolkit.bench.runner import BenchRun, precision_ratios, row_ratios
 from toolkit.files import write_atomically
 
 CSV_COLUMNS = (
     "model", "backend", "device", "scenario", "batch", "threads", "p50", "p90", "p95", "p99", "p99.9",
     "mean", "std", "min", "max", "cov", "runs", "p50_ci95_low", "p50_ci95_high", "throughput_per_s",
     "iterations", "flops", "gflops_per_s", "peak_share", "target_qps", "achieved_qps", "p99_bound_ms",
-    "samples_per_query", "best",
+    "samples_per_query", "best", "precision", "metric",
 )
 
 
@@ -48,6 +48,7 @@ def to_csv_text(run: BenchRun) -> str:
         flat = dict(r, **r["latency_ms"])
         ci = r.get("p50_ci95_ms") or [None, None]
         flat["p50_ci95_low"], flat["p50_ci95_high"] = ci
+        flat["metric"] = _metric(r.get("metric"))
         writer.writerow({k: ("" if flat.get(k) is None else flat.get(k)) for k in CSV_COLUMNS})
     return out.getvalue()
 
@@ -57,7 +58,7 @@ def tables(run: BenchRun) -> list:
     from rich.table import Table
 
     env = run.env
-    ratios = row_ratios(run.results, "ort")
+    ratios, fp32_ratios = row_ratios(run.results, "ort"), precision_ratios(run.results)
     peak = env.get("peak") or {}
     machine = f"{env['cpu']}, {env['cores']} cores" + (f", {env['gpu']}" if env.get("gpu") else "")
     if peak.get("gflops"):
@@ -67,13 +68,20 @@ def tables(run: BenchRun) -> list:
         indexed = [(i, r) for i, r in enumerate(run.results) if r.scenario == scenario]
         table = Table(title=f"{scenario} ({machine})", box=None, title_justify="left")
         columns, render = _LAYOUTS[scenario]
-        # a thread column only when threads were set: narrower tables fit a terminal
-        keep = [c != "threads" or any(r.threads is not None for _, r in indexed) for c in columns]
+        # a thread column only when threads were set, precision columns only with --precision:
+        # narrower tables fit a terminal
+        with_precision = any(r.precision is not None for _, r in indexed)
+        keep = [(c != "threads" or any(r.threads is not None for _, r in indexed))
+                and (c not in _PRECISION_COLUMNS or with_precision) for c in columns]
         for column, kept in zip(columns, keep):
             if kept:
                 table.add_column(column, justify="left" if column in ("model", "backend") else "right")
         for i, r in indexed:
-            table.add_row(*[cell for cell, kept in zip(render(r, ratios.get(i)), keep) if kept])
+            cells = render(r, ratios.get(i))
+            if scenario in ("single-stream", "multi-stream"):
+                cells += [_metric(r.metric), _ratio(fp32_ratios.get(i))]
+            cells.insert(2, r.precision or "fp32")
+            table.add_row(*[cell for cell, kept in zip(cells, keep) if kept])
         out.append(table)
     return out
 
@@ -84,7 +92,7 @@ def _latency_cells(r: BenchResult, ratio) -> list[str]:
         r.model, r.backend, str(r.batch), _threads(r.threads), f"{lat.p50:.3f}",
         f"{(ci[1] - ci[0]) / 2:.3f}" if ci else "", f"{lat.p90:.3f}", f"{lat.p99:.3f}", f"{lat.p99_9:.3f}",
         f"{lat.mean:.3f}", f"{r.cov:.0%}", f"{r.throughput_per_s:,.0f}", *_gflops(r),
-        f"{ratio:.2f}x" if ratio is not None else "",
+        _ratio(ratio),
     ]
 
 
@@ -105,16 +113,25 @@ def _server_cells(r: BenchResult, ratio) -> list[str]:
             f"{bound:g}" if bound is not None else "", verdict]
 
 
-_LATENCY_COLUMNS = ("model", "backend", "batch", "threads", "p50 ms", "±95%", "p90", "p99", "p99.9", "mean",
-                    "CoV", "samples/s", "GFLOP/s", "% peak", "p50/ort")
+_PRECISION_COLUMNS = ("precision", "held-out metric", "p50/fp32")
+_LATENCY_COLUMNS = ("model", "backend", "precision", "batch", "threads", "p50 ms", "±95%", "p90", "p99", "p99.9",
+                    "mean", "CoV", "samples/s", "GFLOP/s", "% peak", "p50/ort", "held-out metric", "p50/fp32")
 _LAYOUTS = {
     "single-stream": (_LATENCY_COLUMNS, _latency_cells),
     "multi-stream": (_LATENCY_COLUMNS, _latency_cells),
-    "offline": (("model", "backend", "batch", "threads", "samples/s", "±95%", "", "p50 ms per batch",
+    "offline": (("model", "backend", "precision", "batch", "threads", "samples/s", "±95%", "", "p50 ms per batch",
                  "GFLOP/s", "% peak"), _offline_cells),
-    "server": (("model", "backend", "batch", "threads", "target QPS", "achieved QPS", "p50 ms", "p99 ms",
-                "p99 bound ms", "search"), _server_cells),
+    "server": (("model", "backend", "precision", "batch", "threads", "target QPS", "achieved QPS", "p50 ms",
+                "p99 ms", "p99 bound ms", "search"), _server_cells),
 }
+
+
+def _ratio(value) -> str:
+    return f"{value:.2f}x" if value is not None else ""
+
+
+def _metric(metric: dict | None) -> str:
+    return ", ".join(f"{name} {value:.4g}" for name, value in metric.items()) if metric else ""
 
 
 def markdown(run: BenchRun, note: str = "") -> str:
@@ -145,6 +162,10 @@ def markdown(run: BenchRun, note: str = "") -> str:
     if "single-stream" in {r.scenario for r in run.results} and ratios:
         lines += ["", "p50/ort: the backend's median latency over ONNX Runtime's at the same batch and threads, "
                   "measured side by side in one process; on a shared machine a ratio within 0.95-1.05 is a tie."]
+    if any(r.precision is not None for r in run.results):
+        lines += ["", "p50/fp32: a reduced model's median latency over the same backend's fp32 model, measured in the "
+                  "same rounds; held-out metric: the zoo model's metric on its held-out data at that precision "
+                  "(through ONNX Runtime)."]
     if run.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in run.warnings]
     return "\n".join(lines) + "\n"

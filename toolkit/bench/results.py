@@ -111,6 +111,9 @@ class BenchResult:
     p99_bound_ms: float | None = None
     max_qps_under_bound: float | None = None
     search: list[QpsTrial] = field(default_factory=list)
+    # --precision: the model's precision (fp32, int8, ...) and its held-out metric at that precision
+    precision: str | None = None
+    metric: dict | None = None
     # every latency behind the figures, for plots; not in the JSON
     latencies_ms: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
 
@@ -120,7 +123,8 @@ class BenchResult:
 
     def where(self) -> str:
         """How warnings name a result."""
-        return f"{self.model} {self.backend} {self.scenario} b{self.batch}"
+        precision = f" {self.precision}" if self.precision is not None else ""
+        return f"{self.model} {self.backend}{precision} {self.scenario} b{self.batch}"
 
     def to_json(self) -> dict:
         out = {
@@ -144,6 +148,8 @@ class BenchResult:
                        best=self.best)
         if self.peak_share is not None:
             out["peak_share"] = self.peak_share
+        if self.precision is not None:
+            out.update(precision=self.precision, metric=self.metric)
         return out
 
     @classmethod
@@ -161,4 +167,5 @@ class BenchResult:
             throughput_ci95=d.get("throughput_ci95"), best=d.get("best", False), target_qps=d.get("target_qps"),
             achieved_qps=d.get("achieved_qps"), p99_bound_ms=d.get("p99_bound_ms"),
             max_qps_under_bound=d.get("max_qps_under_bound"), search=[QpsTrial.from_json(t) for t in d.get("search", [])],
+            precision=d.get("precision"), metric=d.get("metric"),
         )

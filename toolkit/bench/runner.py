@@ -17,6 +17,7 @@ from toolkit.rpc import RpcTarget
 from toolkit.sources import DEFAULT_BACKENDS, OrtOptions
 
 SCHEMA_VERSION = "dltk-bench/1"
+PRECISIONS = ("fp32", "int8", "int8-dynamic", "fp16")  # dltk bench --precision; see toolkit.quantize
 SCHEMA_FILE = Path(__file__).with_name("schema.json")  # JSON Schema of BenchRun.to_json()
 
 
@@ -34,12 +35,19 @@ class Plan:
     samples_per_query: int = 8  # multi-stream
     ort: OrtOptions = OrtOptions()
     measure_peak: bool = True  # the matmul probe behind peak_share
+    precisions: tuple[str, ...] = ("fp32",)  # fp32, int8, int8-dynamic, fp16: reduced copies measured beside fp32
     rpc: RpcTarget | None = None  # measure an artifact's TVM code on a device behind this RPC tracker
 
     def check(self) -> None:
         unknown = [s for s in self.scenarios if s not in SCENARIOS]
         if unknown:
             raise DltkError(f"unknown scenario '{unknown[0]}'", f"use any of {', '.join(SCENARIOS)}")
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown or not self.precisions:
+            raise DltkError(f"unknown precision '{(unknown or [''])[0]}'", f"use any of {', '.join(PRECISIONS)}")
+        if self.rpc and self.precisions != ("fp32",):
+            raise DltkError("--precision runs reduced copies on this machine, not on a remote device",
+                            "quantize with 'dltk quantize' and compile the result for the device")
         if "server" in self.scenarios and self.server.target_qps is None and self.server.p99_bound_ms is None:
             raise DltkError("the server scenario needs a rate or a bound",
                             "give --target-qps Q to run at Q, or --p99-bound MS to search the highest QPS under it")
@@ -77,13 +85,15 @@ def run_benchmark(sources: list[str], plan: Plan, log=lambda line: None) -> Benc
     if plan.rpc:
         env["remote"] = str(plan.rpc)  # env describes this host, not it
     # Every source is opened (and refused if bad) before seconds go into probing the peak.
-    subjects = [open_subject(source, list(plan.backends), plan.device, plan.ort, log, rpc=plan.rpc) for source in sources]
+    subjects = [open_subject(source, list(plan.backends), plan.device, plan.ort, log, rpc=plan.rpc,
+                             precisions=plan.precisions) for source in sources]
     probe_peak = plan.measure_peak and not plan.rpc  # this host's peak says nothing of a remote device
     if probe_peak:
         log(f"probing this machine's peak ({plan.device})")
         env["peak"] = measure_peak(plan.device)
     for subject in subjects:
         run.results += measure_subject(subject, plan, log)
+        run.warnings += [f"skipped {line}" for line in subject.skipped]
     if probe_peak:
         log("probing the peak again: the faster probe counts")
         env["peak"] = best_peak(env["peak"], measure_peak(plan.device))
@@ -113,6 +123,11 @@ def measure_subject(subject, plan: Plan, log) -> list[BenchResult]:
             measured += scenarios.offline(subject, plan.batches, budget, progress, threads)
         elif scenario == "server":
             measured += scenarios.server(subject, plan.batches, plan.server, budget, progress, threads)
+    if subject.metrics:  # --precision: "ort:int8" rows become backend ort, precision int8, with the metric
+        for result in measured:
+            backend, _, precision = result.backend.partition(":")
+            result.backend, result.precision = backend, precision or "fp32"
+            result.metric = subject.metrics.get(result.precision)
     return measured
 
 
@@ -156,10 +171,19 @@ def row_ratios(results: list[BenchResult], baseline: str = "ort") -> dict[int, f
     Keyed by the result's index in `results`; results without a baseline beside them are absent.
     """
     def key(r: BenchResult):
-        return (r.model, r.scenario, r.batch, r.threads)
+        return (r.model, r.scenario, r.batch, r.threads, r.precision)
 
     base = {key(r): r.p50 for r in results if r.backend == baseline}
     return {i: r.p50 / base[key(r)] for i, r in enumerate(results) if key(r) in base}
+
+
+def precision_ratios(results: list[BenchResult]) -> dict[int, float]:
+    """p50 of each reduced-precision result over the same backend's fp32 p50 (model, scenario, batch, threads)."""
+    def key(r: BenchResult):
+        return (r.model, r.backend, r.scenario, r.batch, r.threads)
+
+    base = {key(r): r.p50 for r in results if r.precision == "fp32"}
+    return {i: r.p50 / base[key(r)] for i, r in enumerate(results) if r.precision is not None and key(r) in base}
 
 
 def _add_peak_share(results: list[BenchResult], peak: dict | None) -> None:

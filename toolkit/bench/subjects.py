@@ -11,9 +11,11 @@ from typing import Callable
 
 import numpy as np
 
+from toolkit import paths
+from toolkit.errors import DltkError
 from toolkit.rpc import RpcTarget
-from toolkit.runtime import Session
-from toolkit.sources import TORCH_BACKENDS, OrtOptions, open_source
+from toolkit.runtime import Session, load
+from toolkit.sources import TORCH_BACKENDS, OrtOptions, compiled_artifact, open_source
 
 
 class Subject:
@@ -45,11 +47,13 @@ class Subject:
         self._opener, self._feeds = opener, feeds
         self._sessions: dict[tuple, Session] = {}
         self._costs: dict[int, dict] = {}
+        self.metrics: dict[str, dict | None] = {}  # precision -> held-out {metric: value}, with --precision
+        self.skipped: list[str] = []  # precisions that could not run, and why
 
     def session(self, backend: str, threads: int | None = None) -> Session:
         # torch's and TVM's thread pools are per process (set by use_threads before each block);
         # an ONNX Runtime session owns its pool, so each thread count is a session of its own.
-        key = (backend, threads if backend == "ort" else None)
+        key = (backend, threads if _engine(backend) == "ort" else None)
         if key not in self._sessions:
             self._sessions[key] = self._opener(backend, threads)
         return self._sessions[key]
@@ -82,7 +86,7 @@ def use_threads(backend: str, threads: int | None) -> None:
 
     A pool never set explicitly is left alone: None then costs nothing and changes nothing.
     """
-    pool = "torch" if backend in TORCH_BACKENDS else backend
+    pool = "torch" if backend in TORCH_BACKENDS else _engine(backend)
     if pool not in ("torch", "tvm") or (threads is None and pool not in _POOLS_SET):
         return
     if pool == "torch":
@@ -103,11 +107,61 @@ def open_subject(
     ort_options: OrtOptions = OrtOptions(),
     log=lambda line: None,
     rpc: RpcTarget | None = None,
+    precisions: tuple[str, ...] = ("fp32",),
 ) -> Subject:
     """A zoo NAME or checkpoint (every backend, same weights, held-out inputs), an ONNX file or an artifact.
 
     With `rpc`, an artifact's TVM code runs on the device the RPC tracker hands out for the key.
+    Precisions other than fp32 add the ONNX backends on reduced copies of the model (see `with_precisions`).
     """
     opened = open_source(source, backends, device, ort_options, log, rpc)
-    return Subject(opened.model, None, opened.feeds, opener=opened.open, backends=opened.backends,
-                   device=opened.device, onnx_path=opened.onnx_path)
+    subject = Subject(opened.model, None, opened.feeds, opener=opened.open, backends=opened.backends,
+                      device=opened.device, onnx_path=opened.onnx_path)
+    return with_precisions(subject, precisions, ort_options, log) if precisions != ("fp32",) else subject
+
+
+def with_precisions(subject: Subject, precisions: tuple[str, ...], ort_options: OrtOptions, log) -> Subject:
+    """Add "ort:int8", "tvm:int8", ... backends running reduced copies of the subject's ONNX model,
+    measured in the same rounds as the fp32 ones; each precision's held-out metric goes in subject.metrics.
+
+    A precision that cannot be made or compiled is skipped with a line in subject.skipped.
+    """
+    from toolkit import quantize
+    from toolkit.runtime.ort import OrtSession
+
+    device, fp32_opener, fp32_backends = subject.device, subject._opener, list(subject.backends)
+    reduced: dict[str, Path] = {}
+    subject.backends = [b for b in fp32_backends if "fp32" in precisions]
+    subject.metrics["fp32"] = quantize.model_metric(subject.onnx_path)
+    for precision in (p for p in precisions if p != "fp32"):
+        try:
+            reduced[precision] = quantize.reduced_copy(subject.onnx_path, precision, paths.cache_dir() / "reduced", log)
+        except DltkError as e:
+            subject.skipped.append(f"{subject.model} {precision}: {e}")
+            continue
+        subject.metrics[precision] = quantize.model_metric(reduced[precision])
+        for backend in (b for b in fp32_backends if b in ("ort", "tvm")):
+            label = f"{backend}:{precision}"
+            if backend == "tvm":
+                try:  # compiled now: a model TVM cannot import is skipped, not a failed run
+                    artifact = compiled_artifact(reduced[precision], device, log)
+                    subject._sessions[(label, None)] = load(artifact, device, backend="tvm")
+                except DltkError as e:
+                    subject.skipped.append(f"{subject.model} tvm {precision}: {e}")
+                    continue
+            subject.backends.append(label)
+
+    def opener(label: str, threads: int | None) -> Session:
+        backend, _, precision = label.partition(":")
+        if not precision:
+            return fp32_opener(label, threads)
+        return OrtSession(reduced[precision], device, threads or 0, ort_options.optimization,
+                          list(ort_options.providers) or None)
+
+    subject._opener = opener
+    return subject
+
+
+def _engine(backend: str) -> str:
+    """The engine of a backend label: "ort:int8" runs on ort."""
+    return backend.partition(":")[0]
