@@ -198,7 +198,8 @@ def build(prepared: Prepared, target: dict):
         mod = relax.transform.DeadCodeElimination(entries)(mod)
         if is_gpu:
             mod = _gpu_default_schedules(mod, prepared)
-        mod = propagate_nan(mod)  # after the records matched: it changes the kernels' TIR
+        if not is_gpu:  # on GPUs its Select combiner breaks dlight's cross-thread reductions (softmax: "No matched reducer")
+            mod = propagate_nan(mod)  # after the records matched: it changes the kernels' TIR
         backend = _backend_pipeline(tvm_target)
         lower = backend.dataflow_lower_passes(tvm_target) + backend.finalize_passes(tvm_target)
         return tvm.transform.Sequential(lower)(mod)
