@@ -6,7 +6,7 @@ DLTK := $(BIN)/dltk
 INSTALLED := $(VENV)/.installed
 DEMO := build/demo
 
-.PHONY: setup demo test bench zoo clean
+.PHONY: setup demo test bench zoo gpu-check clean
 
 setup: $(INSTALLED)
 
@@ -37,6 +37,11 @@ BENCH_ARGS ?= --backend torch,ort,tvm --batch 1,8 --scenario single-stream
 PRECISION ?= fp32
 bench: $(INSTALLED)
 	$(DLTK) bench --zoo $(BENCH_ARGS) --precision $(PRECISION)
+
+# On a machine with a CUDA GPU: install what dltk needs beside the machine's torch, run the GPU tests,
+# compile and check the zoo on the GPU, benchmark it; writes benchmarks/results/<gpu>/ (benchmarks/gpu_check.sh).
+gpu-check:
+	benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)
 
 # Lint (ruff; the config is in pyproject.toml), then the tests (tests/test_layers.py checks the import layers).
 LINTED := toolkit models tests benchmarks deploy

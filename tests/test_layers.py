@@ -19,7 +19,7 @@ LAYERS = [
     ("base", ["toolkit", "toolkit.errors", "toolkit.files", "toolkit.versions", "toolkit.timing", "toolkit.paths",
               "toolkit.rpc"]),
     ("formats and runtime", ["toolkit.onnx_file", "toolkit.parity", "toolkit.reference", "toolkit.runtime", "toolkit.target"]),
-    ("stages", ["toolkit.train", "toolkit.export", "toolkit.simplify", "toolkit.optimize", "toolkit.tvm_support",
+    ("stages", ["toolkit.cuda", "toolkit.train", "toolkit.export", "toolkit.simplify", "toolkit.optimize", "toolkit.tvm_support",
                 "toolkit.kv_cache", "toolkit.schedules", "toolkit.records", "toolkit.nan", "toolkit.tune", "toolkit.quantize",
                 "toolkit.engine", "toolkit.compile"]),
     ("model sources", ["toolkit.sources"]),

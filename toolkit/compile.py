@@ -9,7 +9,7 @@ from pathlib import Path
 
 import onnx
 
-from toolkit import optimize, tvm_support
+from toolkit import cuda, optimize, tvm_support
 from toolkit.errors import CheckFailed, DltkError, first_line
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
 from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
@@ -54,6 +54,7 @@ def compile_model(
     model = load_onnx(onnx_path)
     target = resolve_target(target)
     device = device_of(target)
+    nvcc = _nvcc_to_check(target, device)  # before the slow part: a missing nvcc fails at once
     inputs, outputs = input_specs(model), output_specs(model)
     tvm_support.require_importable(model)  # checked on the graph as given, so ops are named in its order
     reference = choose_reference(model, onnx_path, log)
@@ -63,6 +64,7 @@ def compile_model(
     prepared = tune.prepare(module, target, named_batch_symbols(inputs), tuning, log, static_dims)
     log(f"compiling for {target['kind']} ({target.get('mcpu') or target.get('arch')})")
     executable = build(prepared, target)
+    device_code = _device_code(executable, prepared, target, nvcc, log) if device == "cuda" else None
     variants = {str(b): name for b, name in prepared.variants.items()}
     with staging(output) as tmp:
         executable.export_library(str(tmp / LIBRARY))
@@ -92,6 +94,7 @@ def compile_model(
             "tuning": prepared.manifest,
             "variants": variants,
             "variant_dims": static_dims if variants else {},  # what the variants bind besides the batch
+            **({"device_code": device_code} if device_code else {}),
             "engine": engine,
             "verification": _verification_json(verification, device, _verify_sizes(prepared.variants), reference),
         }
@@ -111,10 +114,7 @@ def import_onnx(model: onnx.ModelProto):
     try:
         return from_onnx(model, keep_params_in_input=False)
     except Exception as e:  # the importer raises OpNotImplemented, TVMError, ValueError, ...
-        fix = "see 'dltk inspect' for the ops TVM supports"
-        if any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node):
-            fix = "TVM imports int8 as QDQ: quantize with 'dltk quantize --mode static'; ONNX Runtime runs this file as it is"
-        raise DltkError(f"TVM cannot import this model: {first_line(e)}", fix) from e
+        raise DltkError(f"TVM cannot import this model: {first_line(e)}", "see 'dltk inspect' for the ops TVM supports") from e
 
 
 def build(module, target: dict):
@@ -127,6 +127,8 @@ def build(module, target: dict):
         if isinstance(module, tune.Prepared):
             return tune.build(module, target)
         return tvm.compile(module, tvm.target.Target(target))
+    except DltkError:
+        raise
     except Exception as e:
         raise CheckFailed(f"TVM failed to compile the model: {first_line(e)}", "rerun with -v for the trace") from e
 
@@ -178,6 +180,32 @@ def save_self_contained(model: onnx.ModelProto, path: Path) -> None:
         onnx.save_model(model, str(path))
     else:
         onnx.save_model(model, str(path), save_as_external_data=True, location=path.name + ".data")
+
+
+def _nvcc_to_check(target: dict, device: str) -> str | None:
+    """The nvcc that checks CUDA code built here without a GPU; None where TVM compiles it for a local GPU."""
+    if device != "cuda" or _can_run(device):
+        return None
+    return cuda.require_nvcc(_cuda_arch(target))
+
+
+def _device_code(executable, prepared, target: dict, nvcc: str | None, log) -> dict:
+    """How the kernels were scheduled, the form they ship in, and the nvcc check of code built without a GPU."""
+    entry = dict(prepared.gpu_schedules or {}, arch=_cuda_arch(target))
+    sources = cuda.cuda_sources(executable)
+    if not sources:
+        return dict(entry, form="binary compiled by TVM for this machine's GPU")
+    entry["form"] = "CUDA C source, compiled by the GPU machine when it loads the artifact"
+    if nvcc is None:  # a GPU here: verification loads, compiles and runs it
+        return entry
+    log(f"checking the CUDA code with nvcc for {entry['arch']}")
+    return dict(entry, checked=cuda.check_with_nvcc(sources, entry["arch"], nvcc))
+
+
+def _cuda_arch(target: dict) -> str:
+    import tvm
+
+    return str(tvm.target.Target(target).attrs["arch"])
 
 
 def _can_run(device: str) -> bool:

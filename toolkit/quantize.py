@@ -212,7 +212,10 @@ def _quantize(model: onnx.ModelProto, mode: str, feeds: list[dict], per_channel:
     with tempfile.TemporaryDirectory(prefix="dltk-quantize-") as tmp:
         prepared, reduced = Path(tmp) / "prepared.onnx", Path(tmp) / "reduced.onnx"
         # shape inference and graph cleanup first, as ONNX Runtime's docs ask
-        quant_pre_process(model, str(prepared), skip_symbolic_shape=_has_sequence_ops(model))
+        try:
+            quant_pre_process(model, str(prepared), skip_symbolic_shape=_has_sequence_ops(model))
+        except Exception:  # its symbolic inference gives up on some dynamic axes (a sequence): plain inference suffices
+            quant_pre_process(model, str(prepared), skip_symbolic_shape=True)
         if mode == "dynamic":
             quantize_dynamic(prepared, reduced, op_types_to_quantize=op_types, per_channel=per_channel,
                              reduce_range=seven_bit_weights(), weight_type=QuantType.QInt8)

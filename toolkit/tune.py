@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit import paths, schedules
+from toolkit import cuda, paths, schedules
 from toolkit.errors import DltkError, first_line
 from toolkit.nan import propagate_nan
 from toolkit.records import ShippedRecords, shipped_for, target_key
@@ -64,6 +64,7 @@ class Prepared:
     database: object  # meta_schedule Database
     variants: dict[int, str] = field(default_factory=dict)  # batch size -> Relax function name
     manifest: dict | None = None  # what the artifact's manifest records under "tuning"
+    gpu_schedules: dict | None = None  # set by a CUDA build: kernels, and how many dlight and records scheduled
 
 
 
@@ -80,7 +81,15 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
 
     _quiet_meta_schedule_console()
     tvm_target = tvm.target.Target(target)
-    batches = [b for b in options.batches if b > 0] if batch_symbols else []
+    key = target_key(target)
+    user_dir = user_db_path(options, target)
+    shipped = shipped_for(target) if options.shipped else []
+    # The default database (the dltk cache) is read whenever it exists: a plain compile reuses
+    # what an earlier `--tune` without --db recorded (and foreign records measured here).
+    has_records = (user_dir / "database_workload.json").is_file()
+    # Static variants are kept only where records cover them: with no records to be had, make none.
+    may_have_records = bool(options.trials or options.db or has_records or shipped)
+    batches = [b for b in options.batches if b > 0] if batch_symbols and may_have_records else []
     variants = {b: f"main_b{b}" for b in batches}
     try:
         fused = fuse(_with_static_variants(module, batch_symbols, variants, static_dims or {}), tvm_target)
@@ -93,14 +102,8 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
     module = fused
     tasks = [t for t in ms.relax_integration.extract_tasks(module, tvm_target) if _tunable(t)]
 
-    key = target_key(target)
-    user_dir = user_db_path(options, target)
-    shipped = shipped_for(target) if options.shipped else []
     exact_shipped = next((s for s in shipped if s.exact), None)
     foreign = [s for s in shipped if not s.exact]
-    # The default database (the dltk cache) is read whenever it exists: a plain compile reuses
-    # what an earlier `--tune` without --db recorded (and foreign records measured here).
-    has_records = (user_dir / "database_workload.json").is_file()
     user_db = _open_db(user_dir) if (options.trials or options.db or has_records or foreign) else None
     shipped_db = _open_db(exact_shipped.directory) if exact_shipped else None
     foreign_report = _adopt_foreign_records(tasks, foreign, [d for d in (user_db, shipped_db) if d], user_db,
@@ -195,12 +198,9 @@ def build(prepared: Prepared, target: dict):
         mod = relax.transform.FoldConstant()(mod)
         mod = relax.transform.DeadCodeElimination(entries)(mod)
         if is_gpu:
-            from tvm.s_tir import dlight as dl
-
-            mod = dl.ApplyDefaultSchedule(
-                dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
-            )(mod)
-        mod = propagate_nan(mod)  # after the records matched: it changes the kernels' TIR
+            mod = _gpu_default_schedules(mod, prepared)
+        if not is_gpu:  # on GPUs its Select combiner breaks dlight's cross-thread reductions (softmax: "No matched reducer")
+            mod = propagate_nan(mod)  # after the records matched: it changes the kernels' TIR
         backend = _backend_pipeline(tvm_target)
         lower = backend.dataflow_lower_passes(tvm_target) + backend.finalize_passes(tvm_target)
         return tvm.transform.Sequential(lower)(mod)
@@ -225,6 +225,23 @@ def _apply_records(mod):
         if isinstance(func, tvm.tirx.PrimFunc) and not before.same_as(func) and tvm_ffi.structural_equal(func.body, before.body):
             applied[gvar] = before  # the record's trace changed nothing: a default-schedule record
     return applied
+
+
+def gpu_default_rules() -> list:
+    """dlight's GPU rules, tried in order on each kernel no tuning record scheduled."""
+    from tvm.s_tir import dlight as dl
+
+    return [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
+
+
+def _gpu_default_schedules(mod, prepared: Prepared):
+    """dlight for the kernels records left unscheduled; every kernel must end up bound to GPU threads."""
+    from tvm.s_tir import dlight as dl
+
+    from_records = cuda.kernels_with_records(mod)
+    mod = dl.ApplyDefaultSchedule(*gpu_default_rules())(mod)
+    prepared.gpu_schedules = cuda.require_gpu_schedules(mod, from_records)
+    return mod
 
 
 def _backend_pipeline(tvm_target):

@@ -82,12 +82,17 @@ def describe(unsupported: list[UnsupportedOp]) -> str:
     )
 
 
+_DYNAMIC_INT8_OPS = ("ConvInteger", "MatMulInteger", "DynamicQuantizeLinear")  # dltk quantize --mode dynamic
+
+
 def require_importable(model: onnx.ModelProto) -> None:
     """Raise DltkError naming every op TVM cannot import, when there are any."""
     unsupported = unsupported_ops(model)
     if unsupported:
-        raise DltkError(f"TVM cannot import this model: {describe(unsupported)}",
-                        "rewrite those ops into supported ones, or run the model on ONNX Runtime")
+        fix = "rewrite those ops into supported ones, or run the model on ONNX Runtime"
+        if any(u.op in _DYNAMIC_INT8_OPS for u in unsupported):
+            fix = "TVM imports int8 as QDQ: quantize with 'dltk quantize --mode static'; ONNX Runtime runs this file as it is"
+        raise DltkError(f"TVM cannot import this model: {describe(unsupported)}", fix)
 
 
 def _all_nodes(graph: onnx.GraphProto):

@@ -43,6 +43,9 @@ def providers_for(device: str) -> list[str]:
             f"ONNX Runtime has no {wanted} here",
             "install the gpu extra (onnxruntime-gpu) on a machine with a CUDA GPU",
         )
+    if device == "cuda" and hasattr(ort, "preload_dlls"):
+        # onnxruntime-gpu finds CUDA and cuDNN from torch or the nvidia-* wheels only once told to.
+        ort.preload_dlls()
     return [wanted, "CPUExecutionProvider"] if device == "cuda" else [wanted]
 
 
@@ -86,6 +89,10 @@ class OrtSession(Session):
             raise DltkError(f"ONNX Runtime cannot load {where}: {first_line(e)}") from e
         self.device = device
         self.providers = self._session.get_providers()
+        if providers[0] not in self.providers:
+            # ONNX Runtime falls back to the next provider, with a log line only, when one fails to load.
+            raise DltkError(f"ONNX Runtime could not start its {providers[0]}; it would run on {self.providers[0]}",
+                            "for CUDA, check that the CUDA 13 and cuDNN 9 libraries load (onnxruntime.print_debug_info())")
         self.inputs = check_input_dims([_spec(i) for i in self._session.get_inputs()],
                                        model if isinstance(model, str) else "the model")
         self.outputs = [_spec(o) for o in self._session.get_outputs()]

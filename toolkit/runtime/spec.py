@@ -41,32 +41,45 @@ def format_shape(shape) -> str:
 
 def validate_feeds(specs: list[TensorSpec], feeds: dict) -> dict[str, np.ndarray]:
     """Check names, dtypes and shapes (symbolic dims bound consistently); return numpy feeds."""
+    _check_names(specs, feeds)
+    bound: dict[str, int] = {}
+    checked = {}
+    for spec in specs:
+        value = feeds[spec.name]
+        if not isinstance(value, np.ndarray):
+            value = np.asarray(value)
+        _check_tensor(spec, value.shape, str(value.dtype), bound)
+        checked[spec.name] = value
+    return checked
+
+
+def validate_tensors(specs: list[TensorSpec], tensors: dict) -> None:
+    """The same checks for tensors that are not numpy arrays (TVM tensors on a GPU): nothing is read or copied."""
+    _check_names(specs, tensors)
+    bound: dict[str, int] = {}
+    for spec in specs:
+        tensor = tensors[spec.name]
+        _check_tensor(spec, tuple(tensor.shape), str(tensor.dtype), bound)
+
+
+def _check_names(specs: list[TensorSpec], feeds: dict) -> None:
     expected = {s.name for s in specs}
     for name in feeds:
         if name not in expected:
             raise InputError(f"unknown input '{name}'", f"the model takes {sorted(expected)}")
-    bound: dict[str, int] = {}
-    checked = {}
     for spec in specs:
         if spec.name not in feeds:
             raise InputError(
                 f"missing input '{spec.name}'",
                 f"expected shape {format_shape(spec.shape)} {spec.dtype}",
             )
-        value = feeds[spec.name]
-        if not isinstance(value, np.ndarray):
-            value = np.asarray(value)
-        if value.dtype != spec.dtype:
-            raise InputError(
-                f"input '{spec.name}' has dtype {value.dtype}", f"expected {spec.dtype}"
-            )
-        if not _shape_fits(spec.shape, value.shape, bound):
-            raise InputError(
-                f"input '{spec.name}' has shape {format_shape(value.shape)}",
-                f"expected {format_shape(spec.shape)}",
-            )
-        checked[spec.name] = value
-    return checked
+
+
+def _check_tensor(spec: TensorSpec, shape: tuple, dtype: str, bound: dict[str, int]) -> None:
+    if dtype != spec.dtype:
+        raise InputError(f"input '{spec.name}' has dtype {dtype}", f"expected {spec.dtype}")
+    if not _shape_fits(spec.shape, shape, bound):
+        raise InputError(f"input '{spec.name}' has shape {format_shape(shape)}", f"expected {format_shape(spec.shape)}")
 
 
 def _shape_fits(expected, given, bound: dict[str, int]) -> bool:

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import DltkError, first_line
+from toolkit.errors import DltkError, InputError, first_line
 from toolkit.runtime import tvm_runtime
 from toolkit.runtime.artifact import LIBRARY, Artifact
 from toolkit.runtime.session import Session, StaticVariants
-from toolkit.runtime.spec import TensorSpec
+from toolkit.runtime.spec import TensorSpec, validate_tensors
 
 ALLOCATORS = {"cpu": tvm_runtime.NAIVE_ALLOCATOR, "cuda": tvm_runtime.POOLED_ALLOCATOR}
 _POOLED_SHAPES = 8  # distinct input shapes a pooled session runs before it releases the pools
@@ -45,13 +45,14 @@ class TvmSession(Session):
                  variants: dict[int, str] | None = None, variant_dims: dict[str, int] | None = None):
         """library: the path of a model.so, or an executable fresh from tvm.compile.
         variant_dims: other symbolic dims the variants bind, e.g. {"sequence": 64}."""
+        dev = tvm_device(device)  # first: a CUDA library does not even load where there is no GPU
         is_path = isinstance(library, (str, Path))
         self.artifact_path = Path(library).parent if is_path else None
         if is_path:
             library = tvm_runtime.load_module(library)
         elif hasattr(library, "jit"):  # a tvm.runtime.Executable: build its module once, not per VM
             library = library.jit()
-        self._attach(library, tvm_device(device), inputs, outputs, device, variants, host_memory=device == "cpu",
+        self._attach(library, dev, inputs, outputs, device, variants, host_memory=device == "cpu",
                      variant_dims=variant_dims)
 
     def _attach(self, library, dev, inputs: list[TensorSpec], outputs: list[TensorSpec], device: str,
@@ -78,6 +79,8 @@ class TvmSession(Session):
                 f"compile it with --target {device}, or load it with device='{artifact.device}'",
             )
         variants = {int(b): name for b, name in artifact.manifest.get("variants", {}).items()}
+        if str((artifact.manifest.get("device_code") or {}).get("form", "")).startswith("CUDA C source"):
+            _register_cuda_compiler()
         return cls(artifact.file(LIBRARY), artifact.inputs, artifact.outputs, device, variants,
                    artifact.manifest.get("variant_dims"))
 
@@ -113,6 +116,26 @@ class TvmSession(Session):
                             "its manifest.json does not describe its model.so; recompile the artifact") from e
         values = [result] if isinstance(result, tvm_runtime.ffi().Tensor) else list(result)
         return {name: to_numpy(value) for name, value in zip(self._names, values)}
+
+    def run_dlpack(self, feeds: dict) -> dict:
+        """Run on tensors already on this session's device, handed over through DLPack without a copy.
+
+        feeds: name -> any DLPack tensor on the device (a torch or CuPy CUDA tensor; on cpu a torch
+        tensor or an array aligned to 64 bytes, as TVM requires). Returns name -> TVM tensor on the
+        device, which torch.from_dlpack, cupy.from_dlpack or np.from_dlpack take without a copy. An
+        output may share memory with the model's weights or inputs: copy it before writing to it.
+        """
+        tensors = {name: _from_dlpack(name, value) for name, value in feeds.items()}
+        validate_tensors(self.inputs, tensors)
+        for name, tensor in tensors.items():
+            if tensor.device != self._dev:
+                raise InputError(f"input '{name}' is on {tensor.device}, not on this session's {self._dev}",
+                                 f"move it to {self.device} first, or use run() with numpy arrays")
+        if self._allocator == tvm_runtime.POOLED_ALLOCATOR:
+            self._bound_pools(tensors)
+        result = self._function(self.entry_for(tensors))(*[tensors[s.name] for s in self.inputs])
+        values = [result] if isinstance(result, tvm_runtime.ffi().Tensor) else list(result)
+        return dict(zip(self._names, values))
 
     def _bound_pools(self, feeds: dict[str, np.ndarray]) -> None:
         """Release the pooled buffers once more than _POOLED_SHAPES input shapes ran since the last time."""
@@ -169,6 +192,27 @@ def _aligned_tensor(shape, dtype):
         return aligned, tvm_runtime.ffi().from_dlpack(aligned)
     except Exception:  # a dtype DLPack cannot carry (TVM raises its own error types)
         return aligned, None
+
+
+def _from_dlpack(name: str, value):
+    try:
+        tensor = tvm_runtime.ffi().from_dlpack(value)
+    except Exception as e:  # not a DLPack tensor, not aligned (TVM raises its own types)
+        raise InputError(f"input '{name}' cannot be handed to TVM through DLPack: {str(e).strip().splitlines()[-1]}",
+                         "give a contiguous tensor on the session's device") from e
+    if not tensor.is_contiguous():  # tvm_ffi takes strided tensors; compiled kernels read them as compact
+        raise InputError(f"input '{name}' is not contiguous", "pass tensor.contiguous()")
+    return tensor
+
+
+def _register_cuda_compiler() -> None:
+    """An artifact built without a GPU carries CUDA source, which TVM compiles when it loads the
+    library, through a callback that the full `tvm` package registers (tvm.support.nvcc)."""
+    try:
+        import tvm.support.nvcc  # noqa: F401
+    except ImportError as e:
+        raise DltkError("this CUDA artifact carries CUDA source, and compiling it here needs the full TVM",
+                        "pip install apache-tvm (and cuda-bindings for NVRTC)") from e
 
 
 def _cpu_numpy(value) -> np.ndarray:

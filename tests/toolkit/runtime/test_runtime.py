@@ -98,3 +98,63 @@ def test_onnx_session_runs_without_torch_or_tvm(lenet_onnx):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "(2, 10) False False"
+
+
+def test_dlpack_hand_off_shares_memory_both_ways(lenet_artifact, monkeypatch):
+    """run_dlpack passes the caller's tensor to TVM as is and returns TVM's own output, no copies."""
+    import torch
+
+    session = runtime.load(lenet_artifact, backend="tvm")
+    x = torch.randn(3, 1, 8, 8)
+    handed, function_of = [], session._function
+
+    def recording(name):
+        function = function_of(name)
+
+        def call(*args):
+            handed.extend(args)
+            return function(*args)
+
+        return call
+
+    monkeypatch.setattr(session, "_function", recording)
+    outputs = session.run_dlpack({"input": x})
+
+    (tensor,) = handed
+    assert tensor.data_ptr() == x.data_ptr()  # the input went in through DLPack, not copied
+    logits = outputs["logits"]
+    as_torch = torch.from_dlpack(logits)
+    assert as_torch.data_ptr() == logits.data_ptr() and as_torch.shape == (3, 10)  # and came out the same way
+    np.testing.assert_allclose(as_torch.numpy(), session.run({"input": x.numpy()})["logits"], atol=1e-6)
+
+    with pytest.raises(DltkError, match="input 'input' has shape \\(3, 8, 8\\)"):
+        session.run_dlpack({"input": torch.randn(3, 8, 8)})
+    with pytest.raises(DltkError, match="input 'input' has dtype float64"):
+        session.run_dlpack({"input": torch.randn(3, 1, 8, 8, dtype=torch.float64)})
+    with pytest.raises(DltkError, match="input 'input' is not contiguous"):
+        session.run_dlpack({"input": torch.randn(3, 1, 8, 16)[..., ::2]})  # every other column: strided
+    with pytest.raises(DltkError, match="input 'input' cannot be handed to TVM through DLPack"):
+        session.run_dlpack({"input": [[1.0]]})  # no DLPack at all
+
+
+def test_ort_refuses_to_run_on_a_provider_it_fell_back_to(tmp_path, monkeypatch):
+    """ONNX Runtime runs on the next provider, with a log line only, when the first fails to start
+    (its CUDA provider without CUDA libraries): the session refuses instead of timing the CPU."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from toolkit.runtime import ort as ort_runtime
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "relu.onnx")
+    first = next(p for p in ort_runtime.ort.get_available_providers() if p != "CPUExecutionProvider")
+
+    class FellBack(ort_runtime.ort.InferenceSession):
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    monkeypatch.setattr(ort_runtime.ort, "InferenceSession", FellBack)
+    with pytest.raises(DltkError, match=f"could not start its {first}; it would run on CPUExecutionProvider"):
+        ort_runtime.OrtSession(tmp_path / "relu.onnx", providers=[first, "CPUExecutionProvider"])
