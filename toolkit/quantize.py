@@ -210,12 +210,14 @@ def _quantize(model: onnx.ModelProto, mode: str, feeds: list[dict], per_channel:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="dltk-quantize-") as tmp:
-        prepared, reduced = Path(tmp) / "prepared.onnx", Path(tmp) / "reduced.onnx"
+        source, prepared, reduced = Path(tmp) / "source.onnx", Path(tmp) / "prepared.onnx", Path(tmp) / "reduced.onnx"
+        # From a file: given a ModelProto, quant_pre_process may move its weights to a made-up external file in place.
+        onnx.save_model(model, str(source))
         # shape inference and graph cleanup first, as ONNX Runtime's docs ask
         try:
-            quant_pre_process(model, str(prepared), skip_symbolic_shape=_has_sequence_ops(model))
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=_has_sequence_ops(model))
         except Exception:  # its symbolic inference gives up on some dynamic axes (a sequence): plain inference suffices
-            quant_pre_process(model, str(prepared), skip_symbolic_shape=True)
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         if mode == "dynamic":
             quantize_dynamic(prepared, reduced, op_types_to_quantize=op_types, per_channel=per_channel,
                              reduce_range=seven_bit_weights(), weight_type=QuantType.QInt8)
