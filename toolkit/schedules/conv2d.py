@@ -27,17 +27,8 @@ from toolkit.schedules.matmul import (
 )
 
 
-class Conv2d:
+class Conv2d(cpu.Rule):
     name = "conv2d"
-
-    def apply(self, func, target, _tunable=False):
-        from tvm.s_tir import Schedule
-
-        try:
-            sch = Schedule(func)
-            return sch if self._schedule(sch, func, target) else None
-        except Exception:  # a schedule primitive refused this kernel: TVM's default code stays
-            return None
 
     def _schedule(self, sch, func, target) -> bool:
         main = _single_reduction_block(sch)

@@ -1,6 +1,26 @@
-"""What the schedule rules need to know about a CPU target: vector lanes, cores, layout-free buffers."""
+"""What the schedule rules share: the rule interface, and what they need to know of a CPU target (vector lanes, cores, layout-free buffers)."""
 
 from __future__ import annotations
+
+
+class Rule:
+    """A schedule rule: `_schedule(sch, func, target)` schedules a kernel it matches and says whether it did."""
+
+    name = "rule"
+
+    def apply(self, func, target, _tunable=False):
+        """The kernel's schedule, or None where the rule does not match (TVM's default code stays)."""
+        from tvm.s_tir import Schedule
+
+        try:
+            sch = Schedule(func)
+            return sch if self._schedule(sch, func, target) else None
+        except Exception:  # a schedule primitive refused this kernel: TVM's default code stays
+            return None
+
+    def _schedule(self, sch, func, target) -> bool:
+        raise NotImplementedError
+
 
 # Below this many multiply-adds a kernel runs serially: waking the second core's thread costs
 # more than the work (measured on a 2-core Zen 3 at batch 1: parallel small kernels lost badly).

@@ -18,17 +18,8 @@ from __future__ import annotations
 from toolkit.schedules import cpu
 
 
-class Matmul:
+class Matmul(cpu.Rule):
     name = "matmul"
-
-    def apply(self, func, target, _tunable=False):
-        from tvm.s_tir import Schedule
-
-        try:
-            sch = Schedule(func)
-            return sch if self._schedule(sch, func, target) else None
-        except Exception:  # a schedule primitive refused this kernel: TVM's default code stays
-            return None
 
     def _schedule(self, sch, func, target) -> bool:
         from tvm.s_tir.dlight.gpu.matmul import IterKind, auto_inline_producers
