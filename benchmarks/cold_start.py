@@ -112,8 +112,9 @@ def markdown(report: dict) -> str:
         "# Cold start: a fresh process, import + load + first inference, both engines",
         "",
         f"Machine: {m['cpu']} ({m.get('isa', '')}, family {m.get('cpu_family', '')}), {m['cores']} cores, Python {m['python']}; load average "
-        f"{report['load_before'][0]:.1f} before and {report['load_after'][0]:.1f} after (the machine was shared "
-        "with other jobs). Written by `benchmarks/cold_start.py`; figures in benchmarks/results/amd-epyc-2c/cold_start.json.",
+        f"{report['load_before'][0]:.1f} before and {report['load_after'][0]:.1f} after"
+        f"{' (other jobs shared the machine)' if report['load_before'][0] > 0.5 * m['cores'] else ''}. "
+        "Written by `benchmarks/cold_start.py`; figures in cold_start.json beside this file.",
         "",
         f"Best of {report['runs']} fresh processes per engine, alternating ONNX Runtime and TVM; batch 1; "
         "times inside the process (Python's own start, about 20 ms, not included).",
