@@ -60,3 +60,14 @@ def rpc_device():
     finally:
         server.terminate()
         tracker.terminate()
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo():
+    """Every zoo family at its test size, under its own name, for a test module's fixtures."""
+    import models
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, spec in list(models.REGISTRY.items()):
+            patch.setitem(models.REGISTRY, name, spec.test_size())
+        yield

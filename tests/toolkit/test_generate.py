@@ -18,15 +18,6 @@ from toolkit.generate import Sampler, write_png_grid
 
 
 @pytest.fixture(scope="module")
-def tiny_zoo():
-    """Every family at its test size, under its own name (untrained: sampling works the same)."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, spec in list(models.REGISTRY.items()):
-            patch.setitem(models.REGISTRY, name, spec.test_size())
-        yield
-
-
-@pytest.fixture(scope="module")
 def gpt_artifact(tmp_path_factory, tiny_zoo):
     directory = tmp_path_factory.mktemp("gpt")
     export_model("gpt", directory / "gpt.onnx")

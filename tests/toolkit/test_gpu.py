@@ -34,14 +34,6 @@ ATOL, RTOL = 1e-3, 1e-2
 
 
 @pytest.fixture(scope="module")
-def tiny_zoo():
-    with pytest.MonkeyPatch.context() as patch:
-        for name, spec in list(models.REGISTRY.items()):
-            patch.setitem(models.REGISTRY, name, spec.test_size())
-        yield
-
-
-@pytest.fixture(scope="module")
 def exported(tiny_zoo, tmp_path_factory):
     directory = tmp_path_factory.mktemp("gpu-exports")
     paths = {}
