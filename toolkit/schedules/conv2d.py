@@ -65,8 +65,10 @@ class Conv2d(cpu.Rule):
             _pack_weight(sch, func, main, axes, nr, f_extent)
 
         if cpu.cores(target) > 1 and work >= cpu.PARALLEL_MIN_WORK:
-            sch.parallel(sch.fuse(n, fo, y))
-        acc = sch.cache_write(main, 0, "local")
+            sch.parallel(sch.fuse(fo, y))
+        acc = sch.cache_write(main, 0, cpu.ACCUMULATOR_SCOPE)
+        if not depthwise:  # the accumulator tile as [x][f]: each register holds nr contiguous channels
+            sch.transform_layout(main, ("write", 0), lambda n, f, y, x: (n, y, x, f))
         _inline_epilogue(sch, acc)
         sch.reverse_compute_at(acc, xo)
         if depthwise:
@@ -82,10 +84,20 @@ class Conv2d(cpu.Rule):
         else:
             sch.unroll(x_init)
             sch.vectorize(f_init)
+        _schedule_padding(sch, main, target)
         *_, row = sch.get_loops(acc)  # the write-back walks the tile in NCHW order: x is contiguous
         sch.vectorize(row)
 
         return True
+
+
+def _schedule_padding(sch, main, target) -> None:
+    """The padded copy of the input (the producer left in the kernel): rows in parallel."""
+    for producer in sch.get_producers(main):
+        if sch.get(producer).name_hint.startswith("pad"):
+            loops = sch.get_loops(producer)
+            if len(loops) > 1 and cpu.cores(target) > 1:
+                sch.parallel(sch.fuse(*loops[:-1]))
 
 
 def _conv_axes(block):

@@ -22,6 +22,11 @@ class Rule:
         raise NotImplementedError
 
 
+# The register tile's accumulator: TVM puts a small "global" buffer on the stack, where LLVM keeps it
+# in registers, but serves a "local" one from TVMBackendAllocWorkspace, whose pointer LLVM cannot
+# prove apart from the operands once a symbolic batch is in the indices (every FMA then stores).
+ACCUMULATOR_SCOPE = "global"
+
 # Below this many multiply-adds a kernel runs serially: waking the second core's thread costs
 # more than the work (measured on a 2-core Zen 3 at batch 1: parallel small kernels lost badly).
 PARALLEL_MIN_WORK = 1 << 18

@@ -64,9 +64,16 @@ class Matmul(cpu.Rule):
         _pack_weight(sch, func, main, nr, j_extent)
         work = i_extent * cpu.static_extent(j_extent) * cpu.static_extent(k_extent)
         if cpu.cores(target) > 1 and work >= cpu.PARALLEL_MIN_WORK:
-            jo = sch.fuse(*outer, *rows, jo)
+            # A symbolic axis (the batch) stays a serial loop outside the parallel one, whose extent
+            # and index arithmetic then stay static.
+            static = [loop for loop in (*outer, *rows) if cpu.static_extent(sch.get(loop).extent, unknown=0)]
+            symbolic = [loop for loop in (*outer, *rows) if loop not in static]
+            if symbolic and static:
+                sch.reorder(*symbolic, *static)
+            jo = sch.fuse(*static, jo)
             sch.parallel(jo)
-        acc = sch.cache_write(main, 0, "local")
+        acc = sch.cache_write(main, 0, cpu.ACCUMULATOR_SCOPE)
+        _contiguous_accumulator(sch, main, kinds.index(IterKind.kIter_J))
         _inline_epilogue(sch, acc)
         sch.reverse_compute_at(acc, jo)
         if ii is not None:
@@ -80,6 +87,18 @@ class Matmul(cpu.Rule):
                 sch.unroll(row)
 
         return True
+
+
+def _contiguous_accumulator(sch, main, j_iter: int) -> None:
+    """Lay the accumulator tile out with J innermost, so each register holds contiguous columns
+    (a 1x1 convolution writes [n, f, y, x]: J is the channel, not the last axis)."""
+    block = sch.get(main)
+    j_var = block.iter_vars[j_iter].var
+    out = [r.min for r in block.writes[0].region]
+    j_dim = next((d for d, index in enumerate(out) if index.same_as(j_var)), None)
+    if j_dim is None or j_dim == len(out) - 1:
+        return
+    sch.transform_layout(main, ("write", 0), lambda *index: (*index[:j_dim], *index[j_dim + 1:], index[j_dim]))
 
 
 def _register_tile(target, lanes: int, j_extent: int, i_extent) -> tuple[int, int]:
