@@ -17,9 +17,10 @@ RULE_ATTR = "dltk.schedule_rule"
 def rules() -> list:
     from toolkit.schedules.conv2d import Conv2d
     from toolkit.schedules.matmul import Matmul
+    from toolkit.schedules.pool import Pool2d
     from toolkit.schedules.reduction import RowReduction
 
-    return [Matmul(), Conv2d(), RowReduction()]
+    return [Matmul(), Conv2d(), Pool2d(), RowReduction()]
 
 
 def apply(mod, target=None):
