@@ -24,7 +24,6 @@ from pathlib import Path
 
 from toolkit import bench
 from toolkit.bench.results import BenchResult
-from toolkit.bench.runner import precision_ratios
 from toolkit.errors import DltkError
 from toolkit.export import export_model
 from toolkit.files import write_atomically
@@ -33,6 +32,7 @@ from toolkit.quantize import PRECISION, QuantizeOptions, auto_mode, quantize_mod
 
 MODES = ("dynamic", "static")
 PRECISIONS = ("fp32", "int8-static", "int8-dynamic")
+LATENCY_COLUMNS = (("ort", "fp32"), ("ort", "int8-static"), ("ort", "int8-dynamic"), ("tvm", "fp32"), ("tvm", "int8-static"))
 BUDGET = bench.Budget(warmup=5, min_iterations=20, min_seconds=1.0, max_seconds=20.0, repeats=3)
 
 
@@ -72,15 +72,16 @@ def metric_rows(checkpoints: Path, log) -> list[dict]:
     return rows
 
 
-def latency_run(sources: list[str], one_thread: list[str], log) -> dict:
-    """One bench run per source (those in `one_thread` also at 1 intra-op thread), merged into one JSON, with
-    the mode `dltk quantize` picks by default for each model ("defaults")."""
+def latency_run(sources: list[str], one_thread: list[str], on_tvm: list[str], log) -> dict:
+    """One bench run per source (those in `one_thread` also at 1 intra-op thread, those in `on_tvm` on TVM as
+    well), merged into one JSON, with the mode `dltk quantize` picks by default for each model ("defaults")."""
     from toolkit import paths
 
     run = None
     for source in sources:
         threads = (None, 1) if source in one_thread else (None,)
-        plan = bench.Plan(backends=("ort",), batches=(1, 8), threads=threads, precisions=PRECISIONS, budget=BUDGET,
+        backends = ("ort", "tvm") if source in on_tvm else ("ort",)
+        plan = bench.Plan(backends=backends, batches=(1, 8), threads=threads, precisions=PRECISIONS, budget=BUDGET,
                           measure_peak=False)
         part = bench.run_benchmark([source], plan, log).to_json()
         if run is None:
@@ -100,7 +101,7 @@ def markdown(rows: list[dict], run: dict, load_after: list[float], metric_load: 
     env = run["env"]
     bits = "7-bit weights (reduce_range: no VNNI on this CPU)" if seven_bit_weights() else "8-bit weights"
     lines = [
-        "# Reduced precision: held-out metric and ONNX Runtime latency", "",
+        "# Reduced precision: held-out metric and latency", "",
         f"- CPU: {env['cpu']} ({env['cores']} logical cores); onnxruntime {env['versions'].get('onnxruntime')}",
         f"- load average before the latency run: {', '.join(f'{x:.2f}' for x in env.get('load_average') or [])}; "
         f"after: {', '.join(f'{x:.2f}' for x in load_after)} (a shared machine: read ratios, not absolute times); "
@@ -126,28 +127,26 @@ def markdown(rows: list[dict], run: dict, load_after: list[float], metric_load: 
                           f"{drop:+.2f} {result['unit']}" if drop is not None else f"rel. rms {result['relative_rms']:.3g}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Drop: accuracy points lost, or percent worse for lower-is-better metrics (perplexity).", "",
-              "## ONNX Runtime p50 per precision (single-stream, ms)", "",
-              "| model | threads | batch | fp32 | int8-static | int8-static / fp32 | int8-dynamic | int8-dynamic / fp32 | "
-              "default | metric fp32 / int8-static / int8-dynamic |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+              "## p50 per precision (single-stream, ms; in brackets: over ONNX Runtime's fp32 p50 in the same run)", "",
+              "| model | threads | batch | " + " | ".join(f"{b} {p}" for b, p in LATENCY_COLUMNS) +
+              " | default | metric fp32 / int8-static / int8-dynamic |",
+              "| --- | ---: | ---: | " + " | ".join("---:" for _ in LATENCY_COLUMNS) + " | --- | --- |"]
     results = [BenchResult.from_json(r) for r in run["results"]]
-    ratios = precision_ratios(results)
-    by_key = {(r.model, r.threads, r.batch, r.precision): (i, r) for i, r in enumerate(results)}
+    by_key = {(r.model, r.backend, r.threads, r.batch, r.precision): r for r in results}
     defaults = run.get("defaults", {})
     for model, threads in dict.fromkeys((r.model, r.threads) for r in results):
         for batch in (1, 8):
-            cells, metrics = [f"`{model}`", "default" if threads is None else str(threads), str(batch)], []
-            for precision in PRECISIONS:
-                if (model, threads, batch, precision) not in by_key:
-                    cells += ["skipped"] + ([""] if precision != "fp32" else [])
-                    continue
-                i, r = by_key[(model, threads, batch, precision)]
-                cells.append(f"{r.p50:.3f}")
-                if precision != "fp32":
-                    cells.append(f"{ratios[i]:.2f}x")
-                metrics.append(", ".join(f"{k} {v:.4g}" for k, v in (r.metric or {}).items()) or "-")
+            base = by_key.get((model, "ort", threads, batch, "fp32"))
+            cells = [f"`{model}`", "default" if threads is None else str(threads), str(batch)]
+            for backend, precision in LATENCY_COLUMNS:
+                r = by_key.get((model, backend, threads, batch, precision))
+                ratio = f" ({r.p50 / base.p50:.2f}x)" if r and base and r is not base else ""
+                cells.append(f"{r.p50:.3f}{ratio}" if r else "-")
+            metrics = [", ".join(f"{k} {v:.4g}" for k, v in (r.metric or {}).items()) or "-"
+                       for r in (by_key.get((model, "ort", threads, batch, p)) for p in PRECISIONS) if r]
             default = defaults.get(model)
             lines.append("| " + " | ".join(cells + [PRECISION[default] if default else "", " / ".join(metrics)]) + " |")
+    lines += ["", "-: not measured (TVM cannot import dynamic int8; TVM rows only for the sources given to --tvm)."]
     if run["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in run["warnings"]]
     return "\n".join(lines) + "\n"
@@ -163,6 +162,7 @@ def main(argv=None) -> int:
     parser.add_argument("--metric-from", type=Path, help="Take the metric rows from this precision.json instead.")
     parser.add_argument("--latency", nargs="+", default=["resnet18", "gpt"], help="Sources to time (NAME or CKPT).")
     parser.add_argument("--one-thread", nargs="*", default=[], help="Sources also timed at 1 intra-op thread.")
+    parser.add_argument("--tvm", nargs="*", default=[], help="Sources also timed on TVM (fp32 and the QDQ copy).")
     parser.add_argument("--latency-from", type=Path, help="Take the latency run from this precision.json instead.")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
         earlier = json.loads(args.latency_from.read_text())
         run, load_after = earlier["latency"], earlier["load_after"]
     else:
-        run, load_after = latency_run(args.latency, args.one_thread, log), list(os.getloadavg())
+        run, load_after = latency_run(args.latency, args.one_thread, args.tvm, log), list(os.getloadavg())
     document = {"metric": rows, "metric_load": metric_load, "latency": run, "load_after": load_after}
     write_atomically(args.out / "precision.json", json.dumps(document, indent=2) + "\n")
     write_atomically(args.out / "precision.md", markdown(rows, run, load_after, metric_load))
