@@ -18,6 +18,7 @@ precision and the report in its metadata (dltk.precision, dltk.quantization).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from collections import Counter
@@ -240,11 +241,13 @@ def _quantize(model: onnx.ModelProto, mode: str, feeds: list[dict], per_channel:
         source, prepared, reduced = Path(tmp) / "source.onnx", Path(tmp) / "prepared.onnx", Path(tmp) / "reduced.onnx"
         # From a file: given a ModelProto, quant_pre_process may move its weights to a made-up external file in place.
         onnx.save_model(model, str(source))
-        # shape inference and graph cleanup first, as ONNX Runtime's docs ask
-        try:
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=_has_sequence_ops(model))
-        except Exception:  # its symbolic inference gives up on some dynamic axes (a sequence): plain inference suffices
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        # shape inference and graph cleanup first, as ONNX Runtime's docs ask; in the temporary directory, because
+        # its symbolic inference saves what it could not finish to the working directory (sym_shape_infer_temp.onnx)
+        with contextlib.chdir(tmp):
+            try:
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=_has_sequence_ops(model))
+            except Exception:  # it gives up on some dynamic axes (a sequence): plain inference suffices
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         if mode == "dynamic":
             quantize_dynamic(prepared, reduced, op_types_to_quantize=op_types, per_channel=per_channel,
                              reduce_range=seven_bit_weights(), weight_type=QuantType.QInt8)
