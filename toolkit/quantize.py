@@ -194,10 +194,9 @@ def auto_mode(model: onnx.ModelProto, calibrated: bool) -> tuple[str, str]:
     """The int8 mode that is faster for this graph on ONNX Runtime's CPU kernels, and why.
 
     Measured side by side on Zen 3 (benchmarks/results/amd-epyc-2c/precision.md): static QDQ runs Conv as
-    QLinearConv, about 2x faster than fp32 on ResNet-18, where dynamic int8's ConvInteger is 2-3x slower than
-    fp32. On MatMul graphs (the GPT, recurrent and MLP models) dynamic int8 (DynamicQuantizeMatMul, scales
-    per call) is the faster one and keeps the metric, where static QDQ ran no faster and cost the GPT a third
-    of its perplexity (fixed activation ranges through attention).
+    QLinearConv, 0.5-0.6x the fp32 time on ResNet-18, where dynamic int8's ConvInteger took 2.8-4.3x. On the
+    GPT's MatMuls dynamic int8 (DynamicQuantizeMatMul, scales per call) is the faster one and keeps the
+    perplexity, where static QDQ was slower and cost a third of it (fixed activation ranges through attention).
     """
     convs = sum(n.op_type == "Conv" for n in model.graph.node)
     if convs and calibrated:
