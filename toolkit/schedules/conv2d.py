@@ -5,10 +5,10 @@ O[n, f, y, x] += P[n, c, y*s + ry*d, x*s + rx*d] * W[f, c, ry, rx] (plain, strid
 1x1 and grouped, where the input channel is g * C/groups + c). The schedule follows the x86
 NCHWc schedules TVM had until 0.19, without changing the activations' layout:
 
-    for n, F/nr, y, X/xt (parallel when the kernel is large enough):
-        acc[nr, xt] = 0                         # xt x nr/lanes vector registers
-        for c, ry, rx: acc[:, xx] += W[f:f+nr, c, ry, rx] * P[n, c, y+ry, x+xx+rx]  (xx unrolled)
-        O[n, f:f+nr, y, x:x+xt] = epilogue(acc)  # bias, activation, residual add: fused
+    for F/nr, Y/yt, X/xt (parallel when the kernel is large enough), n:
+        acc[yt, xt, nr] = 0                     # yt x xt x nr/lanes vector registers
+        for c, ry, rx: acc[yy, xx, :] += P[n, c, y+yy+ry, x+xx+rx] * W[f:f+nr, c, ry, rx]  (yy, xx unrolled)
+        O[n, f:f+nr, y:y+yt, x:x+xt] = epilogue(acc)  # bias, activation, residual add: fused
 
 The weight is re-laid out as [F/nr, C, KH, KW, nr] at compile time, so each step loads nr
 contiguous output channels. Depthwise convolutions (one input channel per group) vectorize
@@ -110,7 +110,10 @@ def _schedule_padding(sch, main, target) -> None:
     for producer in sch.get_producers(main):
         if sch.get(producer).name_hint.startswith("pad"):
             loops = sch.get_loops(producer)
-            if len(loops) > 1 and cpu.cores(target) > 1:
+            elements = 1
+            for loop in loops:
+                elements *= cpu.static_extent(sch.get(loop).extent)
+            if len(loops) > 1 and cpu.cores(target) > 1 and elements >= cpu.PARALLEL_MIN_ELEMENTS:
                 sch.parallel(sch.fuse(*loops[:-1]))
 
 

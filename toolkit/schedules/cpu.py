@@ -30,6 +30,8 @@ ACCUMULATOR_SCOPE = "global"
 # Below this many multiply-adds a kernel runs serially: waking the second core's thread costs
 # more than the work (measured on a 2-core Zen 3 at batch 1: parallel small kernels lost badly).
 PARALLEL_MIN_WORK = 1 << 18
+# Copies and pooling windows (little work per element) go parallel from this many elements per image.
+PARALLEL_MIN_ELEMENTS = PARALLEL_MIN_WORK // 4
 
 
 def vector_lanes(target, dtype_bits: int = 32) -> int:

@@ -19,10 +19,6 @@ from toolkit.schedules import cpu
 from toolkit.schedules.conv2d import _schedule_padding, _vars_in
 from toolkit.schedules.matmul import _inline_epilogue, _single_reduction_block
 
-# A pooling kernel does little work per output: run it on several cores from a quarter of the
-# matmul threshold (measured on LeNet and ResNet-18's max-pools on a 2-core Zen 3).
-PARALLEL_MIN_ELEMENTS = cpu.PARALLEL_MIN_WORK // 4
-
 
 class Pool2d(cpu.Rule):
     name = "pool2d"
@@ -51,7 +47,7 @@ class Pool2d(cpu.Rule):
 
         xo, xi = sch.split(x, [None, _row_chunk(x_extent, lanes)])
         sch.reorder(n, c, y, xo, ry, rx, xi)
-        if cpu.cores(target) > 1 and elements >= PARALLEL_MIN_ELEMENTS:
+        if cpu.cores(target) > 1 and elements >= cpu.PARALLEL_MIN_ELEMENTS:
             sch.parallel(sch.fuse(c, y))
         acc = sch.cache_write(main, 0, cpu.ACCUMULATOR_SCOPE)
         _inline_epilogue(sch, acc)
