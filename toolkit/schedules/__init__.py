@@ -16,11 +16,12 @@ RULE_ATTR = "dltk.schedule_rule"
 
 def rules() -> list:
     from toolkit.schedules.conv2d import Conv2d
+    from toolkit.schedules.conv_transpose import ConvTranspose
     from toolkit.schedules.matmul import Matmul
     from toolkit.schedules.pool import Pool2d
     from toolkit.schedules.reduction import RowReduction
 
-    return [Matmul(), Conv2d(), Pool2d(), RowReduction()]
+    return [Matmul(), ConvTranspose(), Conv2d(), Pool2d(), RowReduction()]
 
 
 def apply(mod, target=None):
