@@ -1,15 +1,18 @@
 """Compile coverage on models written by others (toolkit.corpus): what `dltk compile` turns into verified artifacts.
 
     PYTHONPATH=. python benchmarks/coverage.py --out benchmarks/results/amd-epyc-2c
-    PYTHONPATH=. python benchmarks/coverage.py --only bert,zoo-squeezenet --out /tmp/cov
+    PYTHONPATH=. python benchmarks/coverage.py --only roberta,opt --out benchmarks/results/amd-epyc-2c
 
-For each corpus model, in a fresh process (a crash or a runaway compile costs that model alone):
-build its ONNX file into build/corpus/NAME/ (kept; --rebuild makes it again), compile it for this
-CPU with `toolkit.compile.compile_model` (verification included, engine choice off), then time
-TVM and ONNX Runtime side by side at batch 1 (other symbolic dims at TIMED_DIMS), alternating
-blocks. A model that fails is handed to the reducer (`toolkit.reduce`, the mode its failure
-shows) and its minimal failing subgraph's ops are recorded, with the upstream cause when it is
-known (KNOWN_CAUSES). Writes coverage.{json,md} to --out.
+For each corpus model: build its ONNX file into build/corpus/NAME/ (kept; --rebuild makes it
+again), compile it for this CPU with `toolkit.compile.compile_model` (verification included,
+engine choice off), then time TVM and ONNX Runtime side by side at batch 1 (other symbolic dims at
+TIMED_DIMS), alternating blocks. A model that fails is handed to the reducer (`toolkit.reduce`,
+the mode its failure shows) and its minimal failing subgraph's ops are recorded, with the upstream
+cause when it is known (KNOWN_CAUSES).
+
+coverage.{json,md} in --out are rewritten after every model, merged with what they already hold:
+an interrupted run resumes where it stopped (models already there are skipped unless named by
+--only), and --only reruns just those models.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,8 +28,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "corpus"
 TIMED_DIMS = {"sequence": 16, "sequence_length": 16, "decoder_sequence": 16, "samples": 1600}
-MODEL_TIMEOUT_S = 900
-REDUCE_TIMEOUT_S = 600
 
 # Failure text -> what is known of its cause (filled in from what the reducer showed; see the README).
 KNOWN_CAUSES: dict[str, str] = {}
@@ -136,37 +136,45 @@ def reduce_one(name: str, stage: str) -> dict:
             "reduced_file": str(out.relative_to(ROOT))}
 
 
-def _in_subprocess(args: list[str], timeout: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    try:
-        done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], capture_output=True, text=True,
-                              timeout=timeout, env=env, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s", "stage": "timeout"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"process exited {done.returncode}: {tail[:200]}", "stage": "crash"}
-    return json.loads(lines[-1])
-
-
 def known_cause(error: str) -> str | None:
     return next((cause for pattern, cause in KNOWN_CAUSES.items() if pattern in error), None)
 
 
-def run_all(names: list[str], rebuild: bool, log=print) -> list[dict]:
-    results = []
+def run_all(names: list[str], rebuild: bool, out: Path | None, env: dict, redo: bool, log=print) -> list[dict]:
+    """Run the models in order; with `out`, skip those it already holds (unless `redo`) and save after each."""
+    from toolkit.errors import first_line
+
+    done = _load(out) if out else {}
     for name in names:
-        record = _in_subprocess(["--one", name] + (["--rebuild"] if rebuild else []), MODEL_TIMEOUT_S)
-        record.setdefault("name", name)
-        if not record.get("compiled"):
-            record.setdefault("compiled", False)
+        if name in done and not redo:
+            continue
+        try:
+            record = run_one(name, rebuild)
+        except Exception as e:  # a failure of this script's own, not of the model: recorded all the same
+            record = {"name": name, "compiled": False, "stage": "other", "error": first_line(e)}
+        if not passed(record):
             if record.get("built", True) and record.get("stage") in ("import", "compile", "verify"):
-                record.update(_in_subprocess(["--reduce", name, record["stage"]], REDUCE_TIMEOUT_S))
+                record.update(reduce_one(name, record["stage"]))
             record["cause"] = known_cause(record.get("error", "") + " " + record.get("reduced_reason", ""))
+        record["load_average"] = round(os.getloadavg()[0], 1)
         log(_summary(record))
-        results.append(record)
-    return results
+        done[name] = record
+        if out:
+            env["load"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            write(_in_corpus_order(done), out, env)
+    return _in_corpus_order(done)
+
+
+def _load(out: Path) -> dict:
+    path = out / "coverage.json"
+    return {r["name"]: r for r in json.loads(path.read_text())["models"]} if path.exists() else {}
+
+
+def _in_corpus_order(done: dict) -> list[dict]:
+    from toolkit import corpus
+
+    order = [m.name for m in corpus.models()]
+    return sorted(done.values(), key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
 
 
 def _summary(r: dict) -> str:
@@ -238,23 +246,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="directory for coverage.{json,md}")
     parser.add_argument("--only", default=None, help="comma-separated corpus names (default: all)")
     parser.add_argument("--rebuild", action="store_true", help="export the models again even when build/corpus has them")
-    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one model, JSON on stdout
-    parser.add_argument("--reduce", nargs=2, default=None, help=argparse.SUPPRESS)  # internal: NAME STAGE
     args = parser.parse_args(argv)
-    if args.one:
-        print(json.dumps(run_one(args.one, args.rebuild)))
-        return 0
-    if args.reduce:
-        print(json.dumps(reduce_one(*args.reduce)))
-        return 0
     from toolkit import corpus
 
     names = args.only.split(",") if args.only else [m.name for m in corpus.models()]
     env = environment()
-    results = run_all(names, args.rebuild)
-    env["load_after"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    if args.out:
-        write(results, args.out, env)
+    results = run_all(names, args.rebuild, args.out, env, redo=bool(args.only))
     print(f"{sum(passed(r) for r in results)} of {len(results)} compiled and verified")
     return 0
 

@@ -21,17 +21,34 @@ def test_the_corpus_spans_the_kinds_users_bring():
         corpus.find("nope")
 
 
-def test_hf_encoder_with_dynamic_axes_compiles_and_matches_pytorch(tmp_path):
+def test_old_opset_file_compiles_and_is_verified(tmp_path):
+    path = corpus.build("pt-batchnorm2d_eval", tmp_path / "bn")
+    assert onnx.load(str(path)).opset_import[0].version == 6
+    report = compile_model(path, tmp_path / "bn.tvm", choose_engine=False)
+    verification = report.artifact.manifest["verification"]
+    assert verification["status"] == "passed"
+    assert verification["reference"] in ("onnxruntime", "onnx.reference")
+    assert verification["max_abs_error"] < 1e-4
+
+
+def test_hf_encoder_with_dynamic_axes_and_external_data_compiles_and_matches_pytorch(tmp_path):
     import torch
 
-    path = corpus.build("distilbert", tmp_path / "distilbert")
-    report = compile_model(path, tmp_path / "distilbert.tvm", choose_engine=False)
+    path = corpus.build("bert-external", tmp_path / "bert")
+    stored = onnx.load(str(path), load_external_data=False)
+    assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in stored.graph.initializer)
+    assert (path.parent / "model.onnx.data").stat().st_size > path.stat().st_size
+    report = compile_model(path, tmp_path / "bert.tvm", choose_engine=False)
     manifest = report.artifact.manifest
     assert manifest["verification"]["status"] == "passed"
     assert manifest["verification"]["reference"] == "onnxruntime"
     assert [tuple(i["shape"]) for i in manifest["inputs"]] == [("batch", "sequence")] * 2
+    # The artifact is self-contained: the weights moved into model.so and its model.onnx.
+    shipped = onnx.load(str(report.artifact.path / "model.onnx"), load_external_data=False)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in shipped.graph.initializer)
+    assert sorted(p.name for p in report.artifact.path.iterdir()) == ["manifest.json", "model.onnx", "model.so"]
     # One artifact runs any length, and agrees with the PyTorch model it came from.
-    model, _ = corpus.hf_module("distilbert")
+    model, _ = corpus.hf_module("bert")
     session = load(report.artifact.path, backend="tvm")
     rng = np.random.default_rng(1)
     for batch, length in ((1, 5), (3, 17)):
@@ -43,28 +60,6 @@ def test_hf_encoder_with_dynamic_axes_compiles_and_matches_pytorch(tmp_path):
             want = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
         assert got.shape == (batch, length, 32)
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
-
-
-def test_old_opset_file_compiles_and_is_verified(tmp_path):
-    path = corpus.build("pt-batchnorm2d_eval", tmp_path / "bn")
-    assert onnx.load(str(path)).opset_import[0].version == 6
-    report = compile_model(path, tmp_path / "bn.tvm", choose_engine=False)
-    verification = report.artifact.manifest["verification"]
-    assert verification["status"] == "passed"
-    assert verification["reference"] in ("onnxruntime", "onnx.reference")
-    assert verification["max_abs_error"] < 1e-4
-
-
-def test_external_data_model_compiles_into_a_self_contained_artifact(tmp_path):
-    path = corpus.build("bert-external", tmp_path / "bert")
-    stored = onnx.load(str(path), load_external_data=False)
-    assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in stored.graph.initializer)
-    assert (path.parent / "model.onnx.data").stat().st_size > path.stat().st_size
-    report = compile_model(path, tmp_path / "bert.tvm", choose_engine=False)
-    assert report.artifact.manifest["verification"]["status"] == "passed"
-    shipped = onnx.load(str(report.artifact.path / "model.onnx"), load_external_data=False)
-    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in shipped.graph.initializer)
-    assert sorted(p.name for p in report.artifact.path.iterdir()) == ["manifest.json", "model.onnx", "model.so"]
 
 
 def test_zoo_graph_gets_random_weights_in_place_of_its_fills(tmp_path):
