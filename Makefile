@@ -33,7 +33,7 @@ zoo: $(INSTALLED)
 # The README's latency table: every zoo model on every backend, written to benchmarks/results/<machine>/.
 # `make bench PRECISION=fp32,int8` adds int8 rows (the static QDQ copy on ort and tvm, with the held-out
 # metric beside the latency) for the models that quantize; the others are skipped with a warning.
-BENCH_ARGS ?= --backend torch,ort,tvm --batch 1,8 --scenario single-stream
+BENCH_ARGS ?= --backend torch,ort,tvm,tvm-untuned --batch 1,8 --scenario single-stream
 PRECISION ?= fp32
 bench: $(INSTALLED)
 	$(DLTK) bench --zoo $(BENCH_ARGS) --precision $(PRECISION)

@@ -25,10 +25,14 @@ from toolkit.runtime.artifact import SOURCE_ONNX, open_artifact
 from toolkit.runtime.batch import batch_dims, batch_symbol
 from toolkit.runtime.model_source import ARTIFACT, ONNX, ModelSource
 from toolkit.runtime.spec import random_feeds
+from toolkit.tune import TuneOptions
 
-BACKENDS = ("torch", "torch.compile", "ort", "tvm")
+# tvm-untuned: compiled with no tuning record at all (neither shipped nor the user's), only the
+# default schedules; for a zoo NAME or an ONNX file, beside tvm, to show what tuning adds.
+BACKENDS = ("torch", "torch.compile", "ort", "tvm", "tvm-untuned")
 DEFAULT_BACKENDS = ("torch", "ort", "tvm")  # torch.compile takes minutes to compile: asked for by name
 TORCH_BACKENDS = ("torch", "torch.compile")
+TVM_BACKENDS = ("tvm", "tvm-untuned")
 
 Opener = Callable[[str, "int | None"], Session]  # (backend, threads) -> a new session
 Feeds = Callable[[int], dict[str, np.ndarray]]  # batch size -> inputs
@@ -80,17 +84,26 @@ def open_source(
     return _zoo_source(source, backends, device, ort_options, log)
 
 
-def compiled_artifact(onnx_path: Path, device: str, log=lambda line: None) -> Path:
-    """The artifact for this ONNX file and device, compiled once and cached by content."""
+def compiled_artifact(onnx_path: Path, device: str, log=lambda line: None, untuned: bool = False) -> Path:
+    """The artifact for this ONNX file and device, compiled once and cached by content.
+
+    `untuned` compiles with no tuning record at all: the default schedules alone.
+    """
     digest = hashlib.sha256(onnx_path.read_bytes())
-    # New shipped tuning records (or a new dltk) make a different artifact from the same model.
-    for records in sorted(paths.SHIPPED_RECORDS.glob("*/*.json")):
-        digest.update(records.read_bytes())
-    digest.update(toolkit.__version__.encode())
-    artifact = paths.cache_dir() / "compiled" / f"{digest.hexdigest()[:16]}-{device}"
+    # New tuning records, shipped or the user's, or other dltk code make a different artifact from the same model.
+    if not untuned:
+        for records in sorted(paths.SHIPPED_RECORDS.glob("*/*.json")):
+            digest.update(records.read_bytes())
+        for records in sorted(paths.tuning_db_root().rglob("*.json")):
+            digest.update(f"{records}:{records.stat().st_size}:{records.stat().st_mtime_ns}".encode())
+    for source in sorted(Path(toolkit.__file__).parent.rglob("*.py")):
+        digest.update(source.read_bytes())
+    artifact = paths.cache_dir() / "compiled" / f"{digest.hexdigest()[:16]}-{device}{'-untuned' if untuned else ''}"
     if not (artifact.exists() and _cached(lambda: open_artifact(artifact), artifact, log)):
-        log(f"compiling {onnx_path} for {device} into {artifact}")
-        compiler.compile_model(onnx_path, artifact, target=device, log=log)
+        log(f"compiling {onnx_path} for {device}{' without tuning records' if untuned else ''} into {artifact}")
+        tuning = TuneOptions(shipped=False, db=paths.cache_dir() / "no-records") if untuned else TuneOptions()
+        # the caller names its engine, so the engine choice's timing runs would be wasted
+        compiler.compile_model(onnx_path, artifact, target=device, tuning=tuning, choose_engine=False, log=log)
     return artifact
 
 
@@ -137,7 +150,7 @@ def _zoo_source(source: str, backends: list[str], device: str, ort_options: OrtO
             return TorchSession(loaded.module, specs.inputs, specs.outputs, device, compiled=backend == "torch.compile")
         if backend == "ort":
             return _ort(onnx_path, device, threads, ort_options)
-        return load(compiled_artifact(onnx_path, device, log), device, backend="tvm")
+        return load(compiled_artifact(onnx_path, device, log, backend == "tvm-untuned"), device, backend="tvm")
 
     def feeds(batch: int) -> dict[str, np.ndarray]:
         sample = loaded.spec.sample(batch)
@@ -154,7 +167,7 @@ def _onnx_source(model: ModelSource, backends: list[str], device: str, ort_optio
     def opener(backend: str, threads: int | None) -> Session:
         if backend == "ort":
             return _ort(path, device, threads, ort_options)
-        return load(compiled_artifact(path, device, log), device, backend="tvm")
+        return load(compiled_artifact(path, device, log, backend == "tvm-untuned"), device, backend="tvm")
 
     return SourceSessions(model.name, list(backends), device, opener, _random_feeds(specs.inputs), path)
 
@@ -162,6 +175,9 @@ def _onnx_source(model: ModelSource, backends: list[str], device: str, ort_optio
 def _artifact_source(path: Path, backends: list[str], device: str, ort_options: OrtOptions,
                      rpc: RpcTarget | None) -> SourceSessions:
     _refuse_torch(backends, path)
+    if "tvm-untuned" in backends:
+        raise DltkError(f"the tvm-untuned backend compiles the model anew; {path} is compiled already",
+                        "give the ONNX file or the zoo NAME, or compile with --no-shipped-records")
     artifact = open_artifact(path)
 
     def opener(backend: str, threads: int | None) -> Session:

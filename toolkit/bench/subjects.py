@@ -15,7 +15,7 @@ from toolkit import paths
 from toolkit.errors import DltkError
 from toolkit.rpc import RpcTarget
 from toolkit.runtime import Session, load
-from toolkit.sources import TORCH_BACKENDS, OrtOptions, compiled_artifact, open_source
+from toolkit.sources import TORCH_BACKENDS, TVM_BACKENDS, OrtOptions, compiled_artifact, open_source
 
 
 class Subject:
@@ -163,5 +163,6 @@ def with_precisions(subject: Subject, precisions: tuple[str, ...], ort_options: 
 
 
 def _engine(backend: str) -> str:
-    """The engine of a backend label: "ort:int8" runs on ort."""
-    return backend.partition(":")[0]
+    """The engine of a backend label: "ort:int8" runs on ort, "tvm-untuned" on tvm."""
+    engine = backend.partition(":")[0]
+    return "tvm" if engine in TVM_BACKENDS else engine

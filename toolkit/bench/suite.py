@@ -2,7 +2,8 @@
 
     dltk bench --zoo            (or: make bench)
 
-writes bench.json (the schema's), bench.csv, RESULTS.md (the README's table) and latency.png.
+writes bench.json (the schema's), bench.csv, RESULTS.md (the README's table), ratios.png (every
+model's p50 over ONNX Runtime's in one picture) and latency.png (per model).
 Files are rendered into a temporary directory first, then moved in; other files there stay.
 """
 
@@ -34,6 +35,10 @@ def run_zoo(plan: Plan, output: Path | None = None, note: str = "", log=lambda l
     return run, output
 
 
+def ratio_title(env: dict) -> str:
+    return f"p50 over ONNX Runtime's, single-stream: {env['cpu']}, {env['cores']} cores"
+
+
 def write_results(run: BenchRun, output: Path, note: str = "") -> None:
     """Write the run's files into `output`, leaving other files there (other benchmarks' results) alone.
 
@@ -47,9 +52,11 @@ def write_results(run: BenchRun, output: Path, note: str = "") -> None:
         write_atomically(staged / "bench.csv", to_csv_text(run))
         write_atomically(staged / "RESULTS.md", markdown(run, note))
         if any(r.scenario in LATENCY_PLOTTED for r in run.results):
-            from toolkit.bench.plot import write_plot  # matplotlib
+            from toolkit.bench.plot import write_plot, write_ratio_plot  # matplotlib
 
             write_plot(run, staged / "latency.png")
+            if "ort" in run.plan.backends and len(run.plan.backends) > 1:
+                write_ratio_plot(run.results, staged / "ratios.png", ratio_title(run.env))
         for file in sorted(staged.iterdir()):
             file.chmod(0o644)
             os.replace(file, output / file.name)

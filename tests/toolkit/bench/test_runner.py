@@ -70,6 +70,17 @@ def test_plot_is_a_png(run, tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_ratio_plot_is_one_png_and_needs_a_backend_beside_ort(tmp_path):
+    from toolkit.bench.plot import write_ratio_plot
+
+    results = [result("ort", 1, 1.0), result("tvm", 1, 0.5), result("ort", 8, 2.0), result("tvm", 8, 6.0)]
+    write_ratio_plot(results, tmp_path / "r.png", "title")
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(DltkError, match="nothing to plot: no backend measured beside ort"):
+        write_ratio_plot([result("ort", 1, 1.0)], tmp_path / "none.png", "title")
+    assert not (tmp_path / "none.png").exists()
+
+
 def test_server_needs_a_rate_or_a_bound():
     with pytest.raises(DltkError, match="--target-qps"):
         bench.Plan(scenarios=("server",)).check()

@@ -18,7 +18,8 @@ def test_zoo_run_writes_json_csv_markdown_and_plot_for_every_model(tmp_path, mon
                       measure_peak=False)
     run, written = suite.run_zoo(plan, tmp_path / "results", note="Shared machine.")
     assert written == tmp_path / "results"
-    assert sorted(p.name for p in written.iterdir()) == ["RESULTS.md", "bench.csv", "bench.json", "latency.png", "serve.json"]
+    assert sorted(p.name for p in written.iterdir()) == ["RESULTS.md", "bench.csv", "bench.json", "latency.png", "ratios.png",
+                                                             "serve.json"]
     jsonschema.validate(json.loads((written / "bench.json").read_text()), json.loads(SCHEMA_FILE.read_text()))
     md = (written / "RESULTS.md").read_text()
     assert "Shared machine." in md and "| mlp | torch | 1 |" in md and "| mlp | ort | 2 |" in md
