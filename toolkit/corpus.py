@@ -35,7 +35,9 @@ SEQ2SEQ = "seq2seq"  # and decoder_input_ids: (batch, decoder_sequence)
 IMAGE_INPUT = "image"  # pixel_values: (batch, 3, IMAGE, IMAGE)
 AUDIO = "audio"  # input_values: (batch, samples)
 
-# Tiny configs: hidden 32, 2 layers, 2 heads; small vocabularies.
+# Tiny configs: hidden 32, 2 layers, 2 heads; small vocabularies. The deep CNNs (MobileNetV2,
+# EfficientNet) get a wider weight init than their default 0.02, whose outputs vanish (1e-26, 0)
+# with random weights and would make any comparison pass.
 _BERT_LIKE = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                   max_position_embeddings=MAX_SEQUENCE)
 _DECODER = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -104,10 +106,10 @@ HF = {
     "convnext": HfModel("convnext", "AutoModelForImageClassification", IMAGE_INPUT,
                         dict(num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], num_labels=10)),
     "mobilenet-v2": HfModel("mobilenet_v2", "AutoModelForImageClassification", IMAGE_INPUT,
-                            dict(image_size=IMAGE, depth_multiplier=0.25, num_labels=10)),
+                            dict(image_size=IMAGE, depth_multiplier=0.25, num_labels=10, initializer_range=0.25)),
     "efficientnet": HfModel("efficientnet", "AutoModelForImageClassification", IMAGE_INPUT,
                             dict(image_size=IMAGE, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320,
-                                 num_labels=10)),
+                                 num_labels=10, initializer_range=0.6)),
     "regnet": HfModel("regnet", "AutoModelForImageClassification", IMAGE_INPUT,
                       dict(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], groups_width=8, num_labels=10)),
     # audio
