@@ -33,9 +33,16 @@ TIMED_DIMS = {"sequence": 16, "sequence_length": 16, "decoder_sequence": 16, "sa
 KNOWN_CAUSES: dict[str, str] = {
     "Reshape expects the input tensor to have known shape": (
         "TVM's Relax ONNX importer converts a Reshape with a -1 dim only when it knows its input's shape; in T5's "
-        "legacy export (dynamic batch and sequence) that shape is lost upstream of the attention's Reshape. Not fixed "
-        "in dltk; the dynamo export of the same model compiles. Upstream: the frontend's Reshape limitations "
-        "(apache/tvm#18945 tracks them; #20174 is a related dynamic-Reshape bug)"),
+        "legacy export (dynamic batch and sequence) that shape is lost upstream of the attention's Reshape (T5's "
+        "relative position bias). Not fixed in dltk. Upstream: the frontend's Reshape limitations (apache/tvm#18945 "
+        "tracks them; #20174 is a related dynamic-Reshape bug)"),
+    "Reshape expects the input data to be a Tensor": (
+        "TVM's Relax ONNX importer turns T5's dynamo-exported shape arithmetic (Range, Gather on a shape) into a "
+        "PrimValue and then hands it to Reshape as data. Not fixed in dltk; an importer bug (open upstream, as above)"),
+    "shape_of expects a tensor input": (
+        "TVM's Relax ONNX importer: Gather on Shape(x) where x's dims are unknown to it (not symbolic) calls "
+        "shape_of on the shape itself. Where x's shape is lost upstream is not pinned down yet (likely wav2vec2's positional Conv1d (padding, then a "
+        "slice); Optimum's ViT export with dynamic height and width). Not fixed in dltk"),
 }
 
 
