@@ -168,7 +168,7 @@ def run_all(names: list[str], rebuild: bool, out: Path | None, env: dict, redo: 
         if not passed(record):
             if record.get("built", True) and record.get("stage") in ("import", "compile", "verify"):
                 record.update(reduce_one(name, record["stage"]))
-            record["cause"] = known_cause(record.get("error", "") + " " + record.get("reduced_reason", ""))
+            record["cause"] = known_cause(record.get("error", "")) or known_cause(record.get("reduced_reason", ""))
         record["load_average"] = round(os.getloadavg()[0], 1)
         log(_summary(record))
         done[name] = record
@@ -237,7 +237,7 @@ def write(results: list[dict], out: Path, env: dict) -> None:
                              f"{r['failing_node']}: ops {', '.join(r['reduced_ops'])}; {r.get('reduced_reason')}")
             elif r.get("reduce_error"):
                 lines.append(f"  - reducer: {r['reduce_error']}")
-            cause = r.get("cause") or known_cause(r.get("error", "") + " " + r.get("reduced_reason", ""))
+            cause = known_cause(r.get("error", "")) or known_cause(r.get("reduced_reason", ""))
             if cause:
                 lines.append(f"  - cause: {cause}")
     notes = [r for r in results if r.get("notes")]

@@ -272,13 +272,13 @@ def downgraded(build: Callable[[Path], Path], opset: int, directory: Path) -> Pa
 
 
 def with_external_data(build: Callable[[Path], Path], directory: Path) -> Path:
-    """A model built by `build`, saved with every weight in one external file beside it."""
+    """A model built by `build`, saved with its weights (those of 1 KiB or more, as exporters do) in one
+    external file beside it."""
     source = build(directory / "source.onnx")
     model = onnx.load(str(source))
     source.unlink()
     path = directory / "model.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="model.onnx.data", size_threshold=0)
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="model.onnx.data")
     return path
 
 

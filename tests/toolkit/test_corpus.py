@@ -36,7 +36,8 @@ def test_hf_encoder_with_dynamic_axes_and_external_data_compiles_and_matches_pyt
 
     path = corpus.build("bert-external", tmp_path / "bert")
     stored = onnx.load(str(path), load_external_data=False)
-    assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in stored.graph.initializer)
+    external = [t for t in stored.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert {t.name for t in external} >= {"model.embeddings.word_embeddings.weight"}
     assert (path.parent / "model.onnx.data").stat().st_size > path.stat().st_size
     report = compile_model(path, tmp_path / "bert.tvm", choose_engine=False)
     manifest = report.artifact.manifest
