@@ -31,8 +31,9 @@ zoo: $(INSTALLED)
 	$(BIN)/python benchmarks/zoo_table.py --readme README.md
 
 # The README's latency table: every zoo model on every backend, written to benchmarks/results/<machine>/.
-# `make bench PRECISION=fp32,int8` adds int8 rows (the static QDQ copy on ort and tvm, with the held-out
-# metric beside the latency) for the models that quantize; the others are skipped with a warning.
+# `make bench PRECISION=fp32,int8` adds int8 rows (the copy `dltk quantize` makes by default: static QDQ for
+# Conv models, dynamic int8 otherwise; on ort, and on tvm where it imports, with the held-out metric beside
+# the latency) for the models that quantize; the others are skipped with a warning.
 BENCH_ARGS ?= --backend torch,ort,tvm,tvm-untuned --batch 1,8 --scenario single-stream
 PRECISION ?= fp32
 bench: $(INSTALLED)

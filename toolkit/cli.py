@@ -336,8 +336,9 @@ def compile(model, output, target, tune_now, trials, time_budget, db, tune_batch
 @cli.command()
 @click.argument("model", type=click.Path(), metavar="MODEL.onnx")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Reduced ONNX file to write.")
-@click.option("--mode", type=click.Choice(["dynamic", "static", "fp16", "bf16"]), default="dynamic", show_default=True,
-              help="int8 with activations quantized at run time, int8 QDQ calibrated ahead, or half precision.")
+@click.option("--mode", type=click.Choice(["auto", "dynamic", "static", "fp16", "bf16"]), default="auto", show_default=True,
+              help="int8 with activations quantized at run time, int8 QDQ calibrated ahead, or half precision; "
+                   "auto: static for models with Conv (when calibrated), dynamic otherwise.")
 @click.option("--calibration", type=int, default=64, show_default=True, help="Samples of a zoo model's data to calibrate on.")
 @click.option("--calibration-data", multiple=True, type=click.Path(), metavar="FILE.npz|FILE.npy",
               help="Calibration inputs: an .npz keyed by input name, or an .npy for a one-input model (repeatable).")
@@ -467,7 +468,8 @@ def _threads_list(ctx, param, value):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), callback=_output_file,
               help="Write a PNG: latency against batch, and its distribution.")
 @click.option("--precision", "precisions", default="fp32", show_default=True, callback=_name_list,
-              help="Comma-separated: fp32, int8 (static QDQ), int8-dynamic, fp16; reduced copies run on ort and tvm beside fp32.")
+              help="Comma-separated: fp32, int8 (dltk quantize's default), int8-static, int8-dynamic, fp16; "
+                   "reduced copies run on ort and tvm beside fp32.")
 @rpc_options("Run ARTIFACT on a remote device through a TVM RPC tracker, timed there.")
 @verbose_option
 @click.pass_context

@@ -1,6 +1,6 @@
 """Reduced precision: int8 (dynamic, static QDQ) and fp16 ONNX models, with an accuracy report.
 
-    quantize_model("lenet.onnx", "lenet.int8.onnx", QuantizeOptions(mode="static"))
+    quantize_model("lenet.onnx", "lenet.int8.onnx")  # mode "auto": static QDQ here (LeNet has Conv)
 
 Every reduction goes through ONNX Runtime's own tooling (quant_pre_process, quantize_dynamic,
 quantize_static with a calibration reader; onnxruntime.transformers.float16), never a pass of
@@ -18,10 +18,11 @@ precision and the report in its metadata (dltk.precision, dltk.quantization).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,10 @@ from toolkit.runtime.model_source import NAME_KEY, read_metadata
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import random_feeds
 
-MODES = ("dynamic", "static", "fp16", "bf16")
-PRECISION = {"dynamic": "int8-dynamic", "static": "int8", "fp16": "fp16", "bf16": "bf16"}
+MODES = ("auto", "dynamic", "static", "fp16", "bf16")
+PRECISION = {"dynamic": "int8-dynamic", "static": "int8-static", "fp16": "fp16", "bf16": "bf16"}
+# `dltk bench --precision` names: "int8" is what `dltk quantize` makes by default (mode auto)
+BENCH_PRECISIONS = {"int8": "auto", "int8-static": "static", "int8-dynamic": "dynamic", "fp16": "fp16"}
 DEFAULT_CALIBRATION = 64  # samples
 CALIBRATION_BATCH = 8  # samples per calibration call: ResNet-18's activations at 64 at once take GBs
 EVAL_BATCH = 64  # held-out samples per ONNX Runtime call when scoring the metric
@@ -47,7 +50,7 @@ QUANTIZED_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "Co
 
 @dataclass(frozen=True)
 class QuantizeOptions:
-    mode: str = "dynamic"
+    mode: str = "auto"  # the int8 mode that is faster for this graph (see auto_mode)
     calibration: int = DEFAULT_CALIBRATION  # samples of the zoo model's data (static mode, and the error report)
     calibration_data: tuple[str, ...] = ()  # .npz (arrays keyed by input name) or .npy (one-input models)
     per_channel: bool = False
@@ -101,7 +104,8 @@ class OpTypeCost:
 @dataclass(frozen=True)
 class QuantizeReport:
     path: Path
-    mode: str
+    mode: str  # the mode used (auto resolved to static or dynamic)
+    mode_reason: str  # why auto chose it ("" when the mode was asked for)
     precision: str
     model: str | None  # the zoo model scored, when there is one
     calibration: str  # where the calibration inputs came from
@@ -118,6 +122,8 @@ class QuantizeReport:
         nodes = ", ".join(f"{op} x{n}" for op, n in sorted(self.reduced_nodes.items())) or "casts only"
         bits = f", {self.weight_bits}-bit weights" if self.weight_bits == 7 else ""
         lines = [f"{self.precision} ({self.mode}{bits}): {nodes}; calibration: {self.calibration}", self.error.summary()]
+        if self.mode_reason:
+            lines.insert(0, f"--mode auto chose {self.mode}: {self.mode_reason}")
         lines.append(self.metric.summary() if self.metric else f"held-out metric: none ({self.metric_note})")
         if self.per_op:
             lines.append("one op type at a time (worst first):")
@@ -147,6 +153,10 @@ def quantize_model(source, output, options: QuantizeOptions = QuantizeOptions(),
     if any(n.op_type in QUANTIZED_OPS | {"DequantizeLinear"} for n in model.graph.node):
         raise DltkError(f"{source} is already quantized", "give the fp32 model")
     spec, spec_note = zoo_spec(model)
+    mode_reason = ""
+    if options.mode == "auto":
+        mode, mode_reason = auto_mode(model, calibrated=spec is not None or bool(options.calibration_data))
+        options = replace(options, mode=mode)
     feeds, calibration = calibration_feeds(model, spec, options)
     log(f"reducing {source} to {PRECISION[options.mode]} ({options.mode}; calibration: {calibration})")
     reduced = reduce(model, options.mode, feeds, options.per_channel, _op_types(model, options))
@@ -167,7 +177,7 @@ def quantize_model(source, output, options: QuantizeOptions = QuantizeOptions(),
     if options.per_op_report and options.mode in ("dynamic", "static"):
         per_op = _per_op_costs(model, options, feeds, spec, fp32_session, metric, log)
     weight_bits = (7 if seven_bit_weights() else 8) if options.mode in ("dynamic", "static") else None
-    report = QuantizeReport(Path(output), options.mode, PRECISION[options.mode], spec.name if spec else None,
+    report = QuantizeReport(Path(output), options.mode, mode_reason, PRECISION[options.mode], spec.name if spec else None,
                             calibration, weight_bits, reduced_nodes, error, metric, metric_note, per_op,
                             options.max_drop, options.force)
     if metric and metric.drop > options.max_drop and not options.force:
@@ -178,6 +188,23 @@ def quantize_model(source, output, options: QuantizeOptions = QuantizeOptions(),
     _add_metadata(reduced, model, report)
     write_atomically(output, reduced.SerializeToString())
     return report
+
+
+def auto_mode(model: onnx.ModelProto, calibrated: bool) -> tuple[str, str]:
+    """The int8 mode that is faster for this graph on ONNX Runtime's CPU kernels, and why.
+
+    Measured side by side on Zen 3 (benchmarks/results/amd-epyc-2c/precision.md): static QDQ runs Conv as
+    QLinearConv, 0.5-0.6x the fp32 time on ResNet-18, where dynamic int8's ConvInteger took 2.8-4.3x. On the
+    GPT's MatMuls dynamic int8 (DynamicQuantizeMatMul, scales per call) is the faster one and keeps the
+    perplexity, where static QDQ was slower and cost a third of it (fixed activation ranges through attention).
+    """
+    convs = sum(n.op_type == "Conv" for n in model.graph.node)
+    if convs and calibrated:
+        return "static", f"{convs} Conv nodes: static QDQ runs them as int8 QLinearConv (dynamic ConvInteger is slower than fp32)"
+    if convs:
+        return "dynamic", (f"{convs} Conv nodes but no calibration inputs: dynamic int8 "
+                           "(--calibration-data FILE.npz gives static QDQ, faster on Conv)")
+    return "dynamic", "no Conv: dynamic int8 (MatMul weights int8, activation scales computed per call)"
 
 
 def reduce(model: onnx.ModelProto, mode: str, feeds: list[dict], per_channel: bool = False,
@@ -213,11 +240,13 @@ def _quantize(model: onnx.ModelProto, mode: str, feeds: list[dict], per_channel:
         source, prepared, reduced = Path(tmp) / "source.onnx", Path(tmp) / "prepared.onnx", Path(tmp) / "reduced.onnx"
         # From a file: given a ModelProto, quant_pre_process may move its weights to a made-up external file in place.
         onnx.save_model(model, str(source))
-        # shape inference and graph cleanup first, as ONNX Runtime's docs ask
-        try:
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=_has_sequence_ops(model))
-        except Exception:  # its symbolic inference gives up on some dynamic axes (a sequence): plain inference suffices
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        # shape inference and graph cleanup first, as ONNX Runtime's docs ask; in the temporary directory, because
+        # its symbolic inference saves what it could not finish to the working directory (sym_shape_infer_temp.onnx)
+        with contextlib.chdir(tmp):
+            try:
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=_has_sequence_ops(model))
+            except Exception:  # it gives up on some dynamic axes (a sequence): plain inference suffices
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         if mode == "dynamic":
             quantize_dynamic(prepared, reduced, op_types_to_quantize=op_types, per_channel=per_channel,
                              reduce_range=seven_bit_weights(), weight_type=QuantType.QInt8)
@@ -319,13 +348,13 @@ def seven_bit_weights() -> bool:
 
 
 def reduced_copy(onnx_path, precision: str, directory: Path, log=lambda line: None) -> Path:
-    """`onnx_path` reduced to a precision `dltk bench` names (int8, int8-dynamic, fp16), made once and
-    cached by content in `directory`. No gate: a benchmark shows the metric beside the latency."""
+    """`onnx_path` reduced to a precision `dltk bench` names (BENCH_PRECISIONS: int8 is the default recipe),
+    made once and cached by content in `directory`. No gate: a benchmark shows the metric beside the latency."""
     import hashlib
 
     import toolkit
 
-    modes = {name: mode for mode, name in PRECISION.items()}
+    modes = BENCH_PRECISIONS
     if precision not in modes:
         raise DltkError(f"unknown precision '{precision}'", f"use any of fp32, {', '.join(modes)}")
     digest = hashlib.sha256(Path(onnx_path).read_bytes() + toolkit.__version__.encode()).hexdigest()[:16]

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from toolkit import cuda, paths, schedules
 from toolkit.errors import DltkError, first_line
+from toolkit.fast_math import fast_math
 from toolkit.nan import propagate_nan
 from toolkit.records import ShippedRecords, shipped_for, target_key
 from toolkit.rpc import RpcTarget, rpc_target
@@ -227,6 +228,7 @@ def build(prepared: Prepared, target: dict):
             mod = _gpu_default_schedules(mod, prepared)
         if not is_gpu:  # on GPUs its Select combiner breaks dlight's cross-thread reductions (softmax: "No matched reducer")
             mod = propagate_nan(mod)  # after the records matched: it changes the kernels' TIR
+            mod = fast_math(mod)  # vector exp, tanh, sigmoid, erf: LLVM would call scalar libm per element
         backend = _backend_pipeline(tvm_target)
         lower = backend.dataflow_lower_passes(tvm_target) + backend.finalize_passes(tvm_target)
         return tvm.transform.Sequential(lower)(mod)

@@ -65,7 +65,18 @@ def test_static_int8_is_qdq_calibrated_on_the_models_data_and_names_the_op_types
     assert (run(lenet_onnx, x).argmax(1) == run(out, x).argmax(1)).mean() >= 0.95
     assert {c.op_type for c in report.per_op} >= {"Conv", "Gemm"}
     assert all(c.drop is not None and c.relative_rms > 0 for c in report.per_op)
-    assert read_metadata(onnx.load(str(out)))["dltk.precision"] == "int8"
+    assert read_metadata(onnx.load(str(out)))["dltk.precision"] == "int8-static"
+
+
+def test_auto_mode_is_static_qdq_for_a_conv_model_and_dynamic_without_calibration_inputs(lenet_onnx, tmp_path):
+    report = quantize_model(lenet_onnx, tmp_path / "auto.onnx", QuantizeOptions(calibration=16, **FAST))
+    assert report.mode == "static" and "Conv nodes: static QDQ" in report.mode_reason
+    assert report.lines()[0].startswith("--mode auto chose static")
+    assert "QLinearConv" not in ops(tmp_path / "auto.onnx") and "QuantizeLinear" in ops(tmp_path / "auto.onnx")
+    plain = without_metadata(lenet_onnx, tmp_path / "plain.onnx")  # not a zoo export: nothing to calibrate on
+    report = quantize_model(plain, tmp_path / "plain.int8.onnx", QuantizeOptions(calibration=4, **FAST))
+    assert report.mode == "dynamic" and "--calibration-data" in report.mode_reason
+    assert "ConvInteger" in ops(tmp_path / "plain.int8.onnx")
 
 
 def test_fp16_keeps_fp32_inputs_and_outputs(lenet_onnx, tmp_path):
@@ -102,7 +113,7 @@ def test_cli_writes_and_prints_the_report(lenet_onnx, tmp_path):
                                       "--calibration", "16", "--exclude", "Gemm", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index("{"):])
-    assert report["precision"] == "int8" and report["metric"]["name"] == "accuracy"
+    assert report["precision"] == "int8-static" and report["metric"]["name"] == "accuracy"
     assert [c["op_type"] for c in report["per_op"]] == ["Conv"]  # Gemm was excluded
     graph = onnx.load(str(out)).graph
     initializers = {t.name: t.data_type for t in graph.initializer}
@@ -182,8 +193,13 @@ def tiny_gpt(monkeypatch, tmp_path):
     return path
 
 
-def test_a_language_model_reports_perplexity_worse_in_percent(tiny_gpt, tmp_path):
-    report = quantize_model(tiny_gpt, tmp_path / "gpt.int8.onnx", QuantizeOptions(mode="dynamic", max_drop=100))
+def test_a_language_model_reports_perplexity_worse_in_percent(tiny_gpt, tmp_path, monkeypatch):
+    working = tmp_path / "cwd"
+    working.mkdir()
+    monkeypatch.chdir(working)
+    report = quantize_model(tiny_gpt, tmp_path / "gpt.int8.onnx", QuantizeOptions(max_drop=100))
+    assert list(working.iterdir()) == []  # ONNX Runtime's shape inference left nothing in the working directory
+    assert report.mode == "dynamic" and report.mode_reason.startswith("no Conv")  # auto: MatMuls, no Conv
     assert report.metric.name == "perplexity" and report.metric.unit == "% worse"
     expected = 100 * (report.metric.reduced - report.metric.fp32) / report.metric.fp32
     assert report.metric.drop == pytest.approx(expected)

@@ -17,7 +17,7 @@ from toolkit.rpc import RpcTarget
 from toolkit.sources import DEFAULT_BACKENDS, OrtOptions
 
 SCHEMA_VERSION = "dltk-bench/1"
-PRECISIONS = ("fp32", "int8", "int8-dynamic", "fp16")  # dltk bench --precision; see toolkit.quantize
+PRECISIONS = ("fp32", "int8", "int8-static", "int8-dynamic", "fp16")  # dltk bench --precision; see toolkit.quantize
 SCHEMA_FILE = Path(__file__).with_name("schema.json")  # JSON Schema of BenchRun.to_json()
 
 
@@ -35,7 +35,7 @@ class Plan:
     samples_per_query: int = 8  # multi-stream
     ort: OrtOptions = OrtOptions()
     measure_peak: bool = True  # the matmul probe behind peak_share
-    precisions: tuple[str, ...] = ("fp32",)  # fp32, int8, int8-dynamic, fp16: reduced copies measured beside fp32
+    precisions: tuple[str, ...] = ("fp32",)  # fp32, int8, int8-static, int8-dynamic, fp16: reduced copies measured beside fp32
     rpc: RpcTarget | None = None  # measure an artifact's TVM code on a device behind this RPC tracker
 
     def check(self) -> None:

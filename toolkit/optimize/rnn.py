@@ -230,11 +230,11 @@ def _lower_node(node, what: str, opset: int, types, out: _Emitter) -> None:
         projected = out.op("MatMul", [x, params.w_t])
         if params.x_bias is not None:
             projected = out.op("Add", [projected, params.x_bias])
-        h = out.op("Gather", [initial_h, out.const(np.array(d, np.int64))], axis=direction_axis) if initial_h else None
-        c = out.op("Gather", [initial_c, out.const(np.array(d, np.int64))], axis=direction_axis) if initial_c else None
+        h = out.step(initial_h, d, direction_axis) if initial_h else None
+        c = out.step(initial_c, d, direction_axis) if initial_c else None
         per_step = [None] * steps
         for t in reversed(range(steps)) if reverse else range(steps):
-            x_gates = out.split(out.op("Gather", [projected, out.const(np.array(t, np.int64))], axis=time_axis), [hidden] * cell.gates, axis=1)
+            x_gates = out.split(out.step(projected, t, time_axis), [hidden] * cell.gates, axis=1)
             new_h, new_c = cell.step(out, x_gates, h, c, params, activations[d])
             if masks is None:
                 h, c, per_step[t] = new_h, new_c, new_h
@@ -400,11 +400,25 @@ class _Emitter:
         return total
 
     def split(self, value: str, sizes: list[int], axis: int) -> list[str]:
+        """Consecutive parts along `axis`, as one Slice each: TVM fuses a Slice into the gate arithmetic
+        that reads it, while a Split is a kernel of its own (two per time step)."""
         if len(sizes) == 1:
             return [value]
+        bounds = np.cumsum([0, *sizes])
+        return [self.slice(value, int(start), int(end), axis) for start, end in zip(bounds[:-1], bounds[1:])]
+
+    def slice(self, value: str, start: int, end: int, axis: int) -> str:
+        if self.opset < 10:
+            return self.op("Slice", [value], starts=[start], ends=[end], axes=[axis])
+        return self.op("Slice", [value, *(self.const(np.array([v], np.int64)) for v in (start, end, axis))])
+
+    def step(self, value: str, t: int, axis: int) -> str:
+        """value[t] along `axis`, as a Slice and a Squeeze: TVM imports a Gather with its index
+        normalised through shape ops at run time, a handful of kernels per step."""
+        sliced = self.slice(value, t, t + 1, axis)
         if self.opset < 13:
-            return self.op("Split", [value], outputs=len(sizes), axis=axis, split=sizes)
-        return self.op("Split", [value, self.const(np.array(sizes, np.int64))], outputs=len(sizes), axis=axis)
+            return self.op("Squeeze", [sliced], axes=[axis])
+        return self.op("Squeeze", [sliced, self.const(np.array([axis], np.int64))])
 
     def unsqueeze(self, value: str, axes: list[int]) -> str:
         if self.opset < 13:

@@ -16,10 +16,11 @@ RULE_ATTR = "dltk.schedule_rule"
 
 def rules() -> list:
     from toolkit.schedules.conv2d import Conv2d
+    from toolkit.schedules.conv_transpose import ConvTranspose
     from toolkit.schedules.matmul import Matmul
     from toolkit.schedules.reduction import RowReduction
 
-    return [Matmul(), Conv2d(), RowReduction()]
+    return [Matmul(), ConvTranspose(), Conv2d(), RowReduction()]
 
 
 def apply(mod, target=None):

@@ -42,23 +42,28 @@ class Matmul(cpu.Rule):
             if kind in (IterKind.kIter_I, IterKind.kIter_S):
                 i_extent *= cpu.static_extent(extent)
 
-        lanes = cpu.vector_lanes(target, _dtype_bits(sch.get(main)))
-        mr, nr = _register_tile(target, lanes, cpu.static_extent(j_extent, unknown=0),
-                                ([1] + [e for e, k in zip(extents, kinds) if k == IterKind.kIter_I])[-1])
-
         sch.reorder(*by_kind[IterKind.kIter_T], *by_kind[IterKind.kIter_S], *by_kind[IterKind.kIter_I],
                     *by_kind[IterKind.kIter_J], *by_kind[IterKind.kIter_K])
         # Only the innermost I axis is tiled: fusing several (batch x tokens) would make the
         # accumulator's write-back cover rows its tile never computed.
         # No I axis: a single row (a GEMV at batch 1), tiled along J only.
         *outer_i, i = by_kind[IterKind.kIter_I] or [None]
+        streamed = []  # symbolic rows, one at a time past each weight panel
+        if i is not None and not cpu.static_extent(sch.get(i).extent, unknown=0):
+            # Nor is a symbolic one (the batch): the tail's predicate would keep TVM from shrinking the
+            # accumulator to its tile, which would then live in memory, sized by the batch. Rows go
+            # one by one inside the column panel loop instead, so the K x nr panel stays in L1.
+            streamed, outer_i, i = outer_i + [i], [], None
         outer = by_kind[IterKind.kIter_T] + by_kind[IterKind.kIter_S] + outer_i
+        lanes = cpu.vector_lanes(target, _dtype_bits(sch.get(main)))
+        mr, nr = _register_tile(target, lanes, cpu.static_extent(j_extent, unknown=0),
+                                sch.get(i).extent if i is not None else 1)
         (j,) = by_kind[IterKind.kIter_J]
         (k,) = by_kind[IterKind.kIter_K]
         io, ii = sch.split(i, [None, mr]) if i is not None else (None, None)
         jo, ji = sch.split(j, [None, nr])
         rows = [io] if io is not None else []
-        sch.reorder(*rows, jo, k, *([ii] if ii is not None else []), ji)
+        sch.reorder(*rows, jo, *streamed, k, *([ii] if ii is not None else []), ji)
 
         auto_inline_producers(sch, main)
         _pack_weight(sch, func, main, nr, j_extent)
@@ -68,7 +73,7 @@ class Matmul(cpu.Rule):
             sch.parallel(jo)
         acc = sch.cache_write(main, 0, "local")
         _inline_epilogue(sch, acc)
-        sch.reverse_compute_at(acc, jo)
+        sch.reverse_compute_at(acc, streamed[-1] if streamed else jo)
         if ii is not None:
             sch.unroll(ii)
         sch.vectorize(ji)
@@ -76,7 +81,7 @@ class Matmul(cpu.Rule):
         for block in (init, acc):
             *_, row, col = sch.get_loops(block)
             sch.vectorize(col)
-            if ii is not None or block == acc:
+            if ii is not None:
                 sch.unroll(row)
 
         return True
@@ -85,13 +90,15 @@ class Matmul(cpu.Rule):
 def _register_tile(target, lanes: int, j_extent: int, i_extent) -> tuple[int, int]:
     """(rows, columns) of the accumulator tile: as many vector registers as leaves room for operands.
 
-    Columns: two vectors when J allows (four with AVX-512's 32 registers), else the largest
+    Columns: two vectors when J allows (four with AVX-512's 32 registers or for one row), else the largest
     vector multiple dividing J, else all of a small J (LLVM splits odd widths).
     Rows: 4 (6 with 32 registers), fewer when there are fewer (a GEMV has one).
     """
     registers = cpu.vector_registers(target)
+    rows_here = cpu.static_extent(i_extent, unknown=0)
     nr = lanes
-    for vectors in (4, 2) if registers >= 32 else (2,):
+    # One row: more columns, so that enough independent accumulators hide the FMA latency.
+    for vectors in (4, 2) if registers >= 32 or rows_here == 1 else (2,):
         if j_extent and j_extent % (vectors * lanes) == 0:
             nr = vectors * lanes
             break
@@ -99,7 +106,6 @@ def _register_tile(target, lanes: int, j_extent: int, i_extent) -> tuple[int, in
         if j_extent and j_extent % lanes and j_extent <= 2 * lanes:
             nr = j_extent
     rows = 6 if registers >= 32 else 4
-    rows_here = cpu.static_extent(i_extent, unknown=0)
     if rows_here and rows_here < rows:
         rows = rows_here
     elif rows_here % rows and rows_here % (rows - 1) == 0:
