@@ -13,7 +13,7 @@ setup: $(INSTALLED)
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[full,dev,serve,ray,plot,tune]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[full,dev,serve,ray,plot,tune,corpus]'
 	touch $@
 
 # Train LeNet on the 8x8 digits, export, compile for this CPU, run, and benchmark.

@@ -22,7 +22,7 @@ LAYERS = [
     ("stages", ["toolkit.cuda", "toolkit.train", "toolkit.export", "toolkit.simplify", "toolkit.optimize", "toolkit.tvm_support",
                 "toolkit.kv_cache", "toolkit.schedules", "toolkit.records", "toolkit.nan", "toolkit.fast_math", "toolkit.tune",
                 "toolkit.quantize", "toolkit.engine", "toolkit.compile"]),
-    ("model sources", ["toolkit.sources"]),
+    ("model sources", ["toolkit.sources", "toolkit.corpus"]),
     ("tools", ["toolkit.bench", "toolkit.compare", "toolkit.inspect", "toolkit.profile", "toolkit.generate",
                "toolkit.serve", "toolkit.deploy", "toolkit.loadtest", "toolkit.runner", "toolkit.reduce"]),
     ("cli", ["toolkit.cli", "toolkit.__main__"]),

@@ -29,13 +29,16 @@ import onnx
 from onnx import helper, numpy_helper
 
 from toolkit import compile as compiler
+from toolkit import tune
 from toolkit.errors import DltkError
 from toolkit.files import write_atomically
 from toolkit.onnx_file import input_specs, load_onnx, output_specs
 from toolkit.parity import ATOL, RTOL, compare_outputs
 from toolkit.reference import ReferenceSession
+from toolkit.runtime.batch import named_batch_symbols
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import random_feeds
+from toolkit.simplify import simplify
 from toolkit.target import device_of, resolve_target
 
 MODES = ("import", "compile", "diverge")
@@ -202,14 +205,15 @@ class _Checker:
         from toolkit.runtime.tvm import TvmSession
 
         self.count += 1
-        try:
-            module = compiler.import_onnx(model)
+        try:  # as `dltk compile` imports: simplified first
+            module = compiler.import_onnx(simplify(model))
         except Exception as e:  # DltkError from the check, or whatever the importer raised
             return ("import", _first_line(e)) if mode in (None, "import") else None
         if mode == "import":
             return None
-        try:
-            executable = compiler.build(module, self.target)
+        try:  # and as it builds: fused, records and dltk's schedules applied, NaN-propagating max/min
+            prepared = tune.prepare(module, self.target, named_batch_symbols(input_specs(model)), tune.TuneOptions())
+            executable = compiler.build(prepared, self.target)
         except Exception as e:
             return ("compile", _first_line(e)) if mode in (None, "compile") else None
         if mode == "compile":

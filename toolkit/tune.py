@@ -174,10 +174,36 @@ def fuse(module, tvm_target):
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
-        *([] if is_gpu else [relax.transform.AttachAttrLayoutFreeBuffers()]),
     ]
     with tvm_target:
-        return tvm.transform.Sequential(passes)(module)
+        fused = tvm.transform.Sequential(passes)(module)
+    return fused if is_gpu else attach_layout_free_buffers(fused)
+
+
+def attach_layout_free_buffers(mod):
+    """relax.transform.AttachAttrLayoutFreeBuffers, except that a kernel with no layout-free
+    buffer keeps its own body. The pass copies each kernel with s_tir.RenewDefs, whose copy of
+    TVM's CumSum kernel loses the binding of its shape variables ("variables (batch, sequence)
+    are used, but are not passed in as API arguments"; RoBERTa's position ids at a dynamic
+    sequence length). Kernels are tagged with their name first, as the pass renames its copies."""
+    import tvm
+    from tvm import relax
+
+    originals = {}
+    tagged = tvm.IRModule(attrs=mod.attrs, global_infos=mod.global_infos)
+    for gv, func in mod.functions_items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            originals[gv.name_hint] = func
+            func = func.with_attr(KERNEL_TAG, gv.name_hint)
+        tagged[gv] = func
+    attached = relax.transform.AttachAttrLayoutFreeBuffers()(tagged)
+    for gv, func in list(attached.functions_items()):
+        if isinstance(func, tvm.tirx.PrimFunc) and not list(func.attrs.get("layout_free_buffers", [])):
+            attached[gv] = originals[str(func.attrs[KERNEL_TAG])].with_attr("layout_free_buffers", [])
+    return attached
+
+
+KERNEL_TAG = "dltk.kernel"
 
 
 def build(prepared: Prepared, target: dict):
@@ -195,7 +221,7 @@ def build(prepared: Prepared, target: dict):
     def pipeline(mod, _ctx):
         mod = _apply_records(mod) if is_gpu else schedules.apply(_apply_records(mod), tvm_target)
         # Kernels tuned with a weight layout rewrite: split the rewrite off and fold it into the weights.
-        mod = relax.transform.SplitLayoutRewritePreproc()(mod)
+        mod = split_layout_rewrites(mod)
         mod = relax.transform.FoldConstant()(mod)
         mod = relax.transform.DeadCodeElimination(entries)(mod)
         if is_gpu:
@@ -209,6 +235,33 @@ def build(prepared: Prepared, target: dict):
 
     with tvm_target, prepared.database, tvm.transform.PassContext(opt_level=3):
         return relax.build(prepared.module, target=tvm_target, relax_pipeline=pipeline)
+
+
+PREPACK_ANNOTATION = "meta_schedule.layout_rewrite_preproc"
+
+
+def split_layout_rewrites(mod):
+    """relax.transform.SplitLayoutRewritePreproc, shown only the kernels that pre-pack a weight.
+
+    The pass checks every kernel and refuses one whose body is a single block without compute
+    blocks inside, as TVM's CumSum kernel is (RoBERTa's position ids: "There should be a compute
+    block if there is only one subtree under the root"); it changes nothing in kernels without
+    the annotation, so they are set aside while it runs.
+    """
+    import tvm
+    from tvm import relax
+
+    aside = {gv: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and PREPACK_ANNOTATION not in str(f)}
+    if not aside:
+        return relax.transform.SplitLayoutRewritePreproc()(mod)
+    shown = tvm.IRModule({gv: f for gv, f in mod.functions_items() if gv not in aside}, attrs=mod.attrs,
+                         global_infos=mod.global_infos)
+    if not any(isinstance(f, tvm.tirx.PrimFunc) for _, f in shown.functions_items()):
+        return mod  # nothing pre-packs a weight
+    split = relax.transform.SplitLayoutRewritePreproc()(shown)
+    for gv, func in aside.items():
+        split[gv] = func
+    return split
 
 
 def _apply_records(mod):

@@ -76,3 +76,41 @@ def test_a_mode_the_model_does_not_fail_in_is_a_usage_error(tmp_path):
     assert result.exit_code == 2
     assert "error: the model shows no diverge failure" in result.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+def with_cumsum() -> onnx.ModelProto:
+    """MatMul/Tanh layers around a CumSum over a dynamic sequence, as RoBERTa computes its position ids."""
+    rng = np.random.default_rng(0)
+    nodes, initializers, x = [], [numpy_helper.from_array(np.array(1, np.int64), "axis")], "x"
+    for i in range(2):
+        initializers.append(numpy_helper.from_array((0.5 * rng.standard_normal((4, 4))).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"], name=f"matmul_{i}"))
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"t{i}"], name=f"act_{i}"))
+        x = f"t{i}"
+        if i == 0:
+            nodes.append(helper.make_node("CumSum", [x, "axis"], ["summed"], name="planted_cumsum"))
+            x = "summed"
+    graph = helper.make_graph(nodes, "cumsum", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 4])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", "sequence", 4])], initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_compile_failure_is_reduced_to_the_kernel_tvm_cannot_build(tmp_path, monkeypatch):
+    from tvm import relax
+
+    from toolkit import tune
+
+    source = tmp_path / "cumsum.onnx"
+    onnx.save(with_cumsum(), source)
+    # dltk's build pipeline takes the CumSum kernel (toolkit.tune.split_layout_rewrites) ...
+    result = CliRunner().invoke(cli, ["debug", "reduce", str(source), "--mode", "compile", "-o", str(tmp_path / "none.onnx")])
+    assert result.exit_code == 2 and "shows no compile failure" in result.output, result.output
+    # ... which TVM's SplitLayoutRewritePreproc, shown every kernel, refuses.
+    monkeypatch.setattr(tune, "split_layout_rewrites", lambda mod: relax.transform.SplitLayoutRewritePreproc()(mod))
+    result = CliRunner().invoke(cli, ["debug", "reduce", str(source), "--mode", "compile", "-o", str(tmp_path / "min.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "compile failure reduced from 5 to 1 nodes" in result.output
+    assert "failing node planted_cumsum (CumSum)" in result.output
+    assert "There should be a compute block" in result.output
+    reduced = onnx.load(tmp_path / "min.onnx")
+    assert [n.op_type for n in reduced.graph.node] == ["CumSum"]

@@ -96,8 +96,15 @@ def _shape_fits(expected, given, bound: dict[str, int]) -> bool:
     return True
 
 
+# Integer inputs that take 0 or 1 by convention (Hugging Face's attention_mask, token_type_ids):
+# a mask of 2..9 overflows the (1 - mask) * dtype-min bias to inf and NaN, which any two runs
+# agree on, and a token type past 1 is an index out of range.
+BINARY_INPUTS = ("mask", "token_type")
+
+
 def random_feeds(specs: list[TensorSpec], dims: dict[str, int] | None = None, seed: int = 0):
-    """Random inputs; symbolic dims take their size from `dims`, else 1."""
+    """Random inputs; symbolic dims take their size from `dims`, else 1. Integers are 0-9, or
+    0-1 for inputs named as masks or token types (BINARY_INPUTS)."""
     rng = np.random.default_rng(seed)
     dims = dims or {}
     feeds = {}
@@ -107,7 +114,8 @@ def random_feeds(specs: list[TensorSpec], dims: dict[str, int] | None = None, se
         if dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind in "iu":
-            feeds[spec.name] = rng.integers(0, 10, size=shape).astype(dtype)
+            high = 2 if any(word in spec.name.lower() for word in BINARY_INPUTS) else 10
+            feeds[spec.name] = rng.integers(0, high, size=shape).astype(dtype)
         elif dtype.kind == "b":
             feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
         else:
