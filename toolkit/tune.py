@@ -198,7 +198,12 @@ def attach_layout_free_buffers(mod):
         tagged[gv] = func
     attached = relax.transform.AttachAttrLayoutFreeBuffers()(tagged)
     for gv, func in list(attached.functions_items()):
-        if isinstance(func, tvm.tirx.PrimFunc) and not list(func.attrs.get("layout_free_buffers", [])):
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        if list(func.attrs.get("layout_free_buffers", [])):
+            # untagged again: the tag would change the kernel's workload hash, and no record would match it
+            attached[gv] = func.without_attr(KERNEL_TAG)
+        else:
             attached[gv] = originals[str(func.attrs[KERNEL_TAG])].with_attr("layout_free_buffers", [])
     return attached
 

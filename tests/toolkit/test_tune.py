@@ -183,3 +183,20 @@ def test_records_of_a_compatible_cpu_are_measured_here_before_they_apply(mlp_onn
     again = compile_model(mlp_onnx, tmp_path / "again.tvm", tuning=local, choose_engine=False).artifact
     assert again.manifest["tuning"]["foreign_records"] is None  # measured once, then read from the database
     assert again.manifest["tuning"]["kernels_with_records"] == tuning["kernels_with_records"]
+
+
+def test_fused_kernels_carry_no_attribute_of_ours(mlp_onnx):
+    """A kernel's attributes are part of its workload hash: one left behind by dltk's own passes
+    would keep every tuning record, shipped or the user's, from matching it."""
+    import tvm
+
+    from toolkit.compile import import_onnx
+    from toolkit.onnx_file import load_onnx
+    from toolkit.target import host_cpu
+    from toolkit.tune import KERNEL_TAG, fuse
+
+    target = tvm.target.Target(host_cpu())
+    fused = fuse(import_onnx(load_onnx(mlp_onnx)), target)
+    kernels = [f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert kernels and any(list(f.attrs.get("layout_free_buffers", [])) for f in kernels)
+    assert not [f for f in kernels if KERNEL_TAG in f.attrs]
