@@ -47,13 +47,14 @@ def tuning_section(results: list[BenchResult]) -> list[str]:
 
 def bench_section(results: list[BenchResult]) -> list[str]:
     ratios = ratio_to(results, "ort")
-    backends = [b for b in ("torch", "torch.compile", "tvm") if any(k[1] == b for k in ratios)]
+    backends = [b for b in ("torch", "torch.compile", "tvm", "tvm-untuned") if any(k[1] == b for k in ratios)]
     batches = sorted({k[2] for k in ratios})
     models = list(dict.fromkeys(k[0] for k in ratios))
     header = " | ".join(f"{b} b{n}" for b in backends for n in batches)
     lines = [
         "Every zoo model through `dltk bench` (p50 over ONNX Runtime's, single-stream; tvm is the",
-        "compiled code with the shipped records, never the engine choice):",
+        "compiled code with the shipped records, tvm-untuned the same model compiled with no record",
+        "at all, never the engine choice):",
         "",
         f"| model | {header} |",
         "| --- |" + " --- |" * (len(backends) * len(batches)),
