@@ -11,8 +11,9 @@ from the Shape, whose values TVM tracks. (A CumSum would be linear rather than q
 TVM lowers it to a kernel without compute blocks, which dltk's build pipeline refuses; n is a
 sequence length, so n x n stays small.)
 
-Only `Range(0, n, 1)` whose n comes from a Shape, at opset 14 or later, is rewritten; any other
-Range is left alone.
+Only `Range(0, n, 1)` whose n comes from a Shape, or is arithmetic on such dims (`n + 1`, as T5's
+dynamo export writes; then the length is that value unsqueezed, which the importer also tracks), at
+opset 14 or later, is rewritten; any other Range is left alone.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def rewrite_ranges(model: onnx.ModelProto) -> onnx.ModelProto:
     for index, node in enumerate(model.graph.node):
         if node.op_type == "Range" and node.domain in ONNX_DOMAINS and _is_arange(node, constants):
             source = _shape_source(node.input[1], producers, constants)
+            if source is None and node.input[1] not in constants and is_shape_scalar(node.input[1], producers, constants):
+                source = node.input[1]  # arithmetic on dims (e.g. n + 1): a value the importer tracks
             if source is not None:
                 plans[index] = source
     if not plans:
@@ -49,11 +52,15 @@ def rewrite_ranges(model: onnx.ModelProto) -> onnx.ModelProto:
             nodes.append(node)
             continue
         prefix = f"{node.name or 'range'}_{index}/"
-        data, axis = plans[index]
         length = prefix + "length"  # (1,): the dimension, read by a Shape the importer tracks
-        if opset >= 15:
+        if isinstance(plans[index], str):
+            initializers.append(numpy_helper.from_array(np.array([0], np.int64), prefix + "axis0"))
+            nodes.append(helper.make_node("Unsqueeze", [plans[index], prefix + "axis0"], [length], name=prefix + "unsqueeze"))
+        elif opset >= 15:
+            data, axis = plans[index]
             nodes.append(helper.make_node("Shape", [data], [length], name=prefix + "shape", start=axis, end=axis + 1))
         else:  # Shape has no start/end before opset 15: slice its result
+            data, axis = plans[index]
             bounds = [prefix + "start", prefix + "end"]
             initializers += [numpy_helper.from_array(np.array([axis + i], np.int64), b) for i, b in enumerate(bounds)]
             nodes.append(helper.make_node("Shape", [data], [prefix + "shape"], name=prefix + "shape_node"))
@@ -106,6 +113,33 @@ def _shape_source(scalar: str, producers, constants) -> tuple[str, int] | None:
         if shape.op_type == "Shape" and index.size == 1 and int(index) >= 0 and not attrs.get("start") and "end" not in attrs:
             return shape.input[0], int(index)
     return None
+
+
+SCALAR_ARITHMETIC = ("Add", "Sub", "Mul", "Div", "Neg", "Identity")
+
+
+def is_shape_scalar(name: str, producers, constants, depth: int = 8) -> bool:
+    """Whether `name` is a 0-d integer computed from dims and constants (a dim read by Gather or by a
+    one-dim Shape slice, and arithmetic on those): what TVM's importer holds as a symbolic PrimValue."""
+    if name in constants:
+        value = constants[name]
+        return value.ndim == 0 and np.issubdtype(value.dtype, np.integer)
+    node = producers.get(name)
+    if node is None or depth == 0:
+        return False
+    source = producers.get(node.input[0])
+    if node.op_type == "Gather":  # one dim of a Shape
+        index = constants.get(node.input[1])
+        return index is not None and index.ndim == 0 and source is not None and source.op_type == "Shape"
+    if node.op_type == "Squeeze":  # a one-dim slice of a Shape
+        if source is None or source.op_type != "Shape":
+            return False
+        attrs = {a.name: helper.get_attribute_value(a) for a in source.attribute}
+        start, end = attrs.get("start", 0), attrs.get("end")
+        return end is not None and start >= 0 and end - start == 1
+    if node.op_type in SCALAR_ARITHMETIC:
+        return all(is_shape_scalar(i, producers, constants, depth - 1) for i in node.input)
+    return False
 
 
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:

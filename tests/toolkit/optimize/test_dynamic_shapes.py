@@ -46,6 +46,23 @@ def test_arange_of_a_dimension_becomes_row_sums_with_the_same_values(opset, gath
     np.testing.assert_array_equal(after, x + np.arange(5))
 
 
+def test_arange_of_arithmetic_on_a_dimension_is_rewritten_too():
+    """arange(x.shape[1] + 1), as T5's dynamo export writes its causal mask's columns."""
+    nodes = [helper.make_node("Shape", ["x"], ["shape"], start=1, end=2),
+             helper.make_node("Squeeze", ["shape"], ["length"]),
+             helper.make_node("Add", ["length", "one"], ["limit"]),
+             helper.make_node("Range", ["zero", "limit", "one"], ["y"])]
+    initializers = [numpy_helper.from_array(np.array(0, np.int64), "zero"), numpy_helper.from_array(np.array(1, np.int64), "one")]
+    graph = helper.make_graph(nodes, "columns", [helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "sequence"])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, [None])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    rewritten = rewrite_ranges(model)
+    assert "Range" not in {n.op_type for n in rewritten.graph.node}
+    onnx.checker.check_model(rewritten, full_check=True)
+    x = np.zeros((2, 5), np.int64)
+    np.testing.assert_array_equal(ort.InferenceSession(rewritten.SerializeToString()).run(None, {"x": x})[0], np.arange(6))
+
+
 def test_other_ranges_are_left_alone():
     model = _positions_model(18, gather=False)
     model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.array(2, np.int64), "zero"))  # start 2
