@@ -79,7 +79,8 @@ def run_one(name: str, rebuild: bool) -> dict:
     record["compile_s"] = round(time.perf_counter() - start, 1)
     verification = report.artifact.manifest["verification"]
     record.update(compiled=True, verification=verification.get("status"), reference=verification.get("reference"),
-                  max_abs_error=verification.get("max_abs_error"), symbolic_sizes=verification.get("symbolic_sizes"))
+                  max_abs_error=verification.get("max_abs_error"), symbolic_sizes=verification.get("symbolic_sizes"),
+                  verified_dims=verification.get("verified_dims"))
     timing, nan = _time_engines(report.artifact.path)
     record.update(timing)
     record["reference_has_nan"] = nan

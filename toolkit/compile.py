@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from toolkit.tune import TuneOptions
 from toolkit.versions import versions
 
 VERIFY_SIZES = (1, 3, 8)  # each symbolic dim (batch, sequence) is checked at these sizes, and at each static variant's
+MAX_VERIFY_LENGTH = 4096  # a sequence the reference refuses at a size is doubled up to this (see _longer)
 PROTOBUF_LIMIT = 2**31 - 2**24  # protobuf refuses messages of 2 GiB; keep a margin
 _UNVERIFIED = "not verified: no reference can run this model (ONNX Runtime as given or opset-upgraded, the ONNX reference implementation)"
 
@@ -137,7 +139,9 @@ def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: flo
            variants: dict[int, str] | None = None, reference=None, static_dims: dict[str, int] | None = None) -> list[Comparison]:
     """Run the exported library and the reference on the same random inputs, once per symbolic size
     (every symbolic dim at that size, a sequence at most its static size) and once per static variant
-    (at its batch and static_dims).
+    (at its batch and static_dims). Where the reference refuses a size, the non-batch dims are doubled
+    until it accepts; a size it refuses at every length is left out (a ViT whose position table fits
+    one image size), unless it refuses them all. Each comparison holds the dims it ran at.
 
     length_limits: integer inputs holding sequence lengths -> the longest valid length.
     reference: a session (toolkit.reference); by default ONNX Runtime on the artifact's model.onnx.
@@ -149,19 +153,43 @@ def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: flo
     reference = reference or OrtSession(directory / SOURCE_ONNX)
     reference_name = {"ort": "onnxruntime"}.get(reference.backend, reference.backend)
     symbols = sorted({d for s in inputs for d in s.shape if isinstance(d, str)})
-    comparisons = []
+    comparisons, refused = [], []
     cases = [{s: min(size, static_dims.get(s, size)) for s in symbols} for size in _verify_sizes(variants)] if symbols else [{}]
     if static_dims:  # the variants at the shapes they are bound to, or main at the full length
         cases += [{**dict.fromkeys(symbols, batch), **static_dims} for batch in sorted(variants or {1: "main"})]
+    batches = set(named_batch_symbols(inputs))
     for dims in cases:
-        size = max(dims.values(), default=0)
-        feeds = random_feeds(inputs, dims, seed=size)
-        for name, longest in (length_limits or {}).items():
-            feeds[name] = feeds[name] % (longest + 1)
-        comparisons.append(
-            compare_outputs(reference.run(feeds), compiled.run(feeds), reference_name, "tvm", atol, rtol)
-        )
+        for grown in _longer(dims, batches):
+            feeds = _feeds(inputs, grown, length_limits)
+            try:
+                expected = reference.run(feeds)
+            except Exception as e:  # too short for the model (its convolutions, its position table): try longer
+                refused.append(e)
+                continue
+            comparison = compare_outputs(expected, compiled.run(feeds), reference_name, "tvm", atol, rtol)
+            comparisons.append(dataclasses.replace(comparison, dims=grown))
+            break
+    if not comparisons and refused:
+        raise refused[0]
     return comparisons
+
+
+def _longer(dims: dict[str, int], batches: set[str]):
+    """`dims`, then its non-batch dims doubled, up to MAX_VERIFY_LENGTH: the sizes verification
+    tries until the reference accepts one (an audio model needs more than 8 samples)."""
+    yield dims
+    while any(s not in batches for s in dims):
+        dims = {s: size if s in batches else size * 2 for s, size in dims.items()}
+        if max(dims.values()) > MAX_VERIFY_LENGTH:
+            return
+        yield dims
+
+
+def _feeds(inputs, dims: dict[str, int], length_limits) -> dict:
+    feeds = random_feeds(inputs, dims, seed=max(dims.values(), default=0))
+    for name, longest in (length_limits or {}).items():
+        feeds[name] = feeds[name] % (longest + 1)
+    return feeds
 
 
 def _import_source_or_upgrade(model: onnx.ModelProto, reference: Reference, import_model):
@@ -227,6 +255,7 @@ def _verification_json(comparisons: list[Comparison], device: str, sizes: list[i
         "atol": comparisons[0].atol,
         "rtol": comparisons[0].rtol,
         "symbolic_sizes": sizes,
+        **({"verified_dims": [c.dims for c in comparisons]} if any(c.dims for c in comparisons) else {}),
     }
 
 

@@ -7,7 +7,7 @@ Export (PyTorch vs ONNX Runtime), compile (ONNX Runtime vs TVM) and `dltk compar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,6 +47,7 @@ class Comparison:
     atol: float
     rtol: float
     outputs: list[OutputDiff]
+    dims: dict[str, int] = field(default_factory=dict)  # the symbolic dims the inputs had, where known
 
     @property
     def passed(self) -> bool:

@@ -160,3 +160,19 @@ def test_a_manifest_that_lies_about_its_library_is_a_usage_error(lenet_artifact,
     session = runtime.load(copy, backend="tvm")
     with pytest.raises(DltkError, match="cannot run these inputs.*recompile the artifact"):
         session.run({"input": np.zeros(shape, np.float32)})
+
+
+def test_verification_lengthens_a_sequence_the_model_refuses_at_its_usual_sizes(tmp_path):
+    """A kernel-20 Conv1d cannot run 1, 3 or 8 samples: verification doubles the length until ONNX
+    Runtime accepts it (32, 24, 32), keeps the batch sizes, and records the dims it ran."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((2, 1, 20)).astype(np.float32), "weight")
+    graph = helper.make_graph([helper.make_node("Conv", ["audio", "weight"], ["features"], kernel_shape=[20], strides=[2])],
+                              "audio", [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", 1, "samples"])],
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 2, None])], [weight])
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "audio.onnx"))
+    artifact = compile_model(tmp_path / "audio.onnx", tmp_path / "audio.tvm", choose_engine=False).artifact
+    verification = artifact.manifest["verification"]
+    assert verification["status"] == "passed"
+    assert verification["verified_dims"] == [{"batch": 1, "samples": 32}, {"batch": 3, "samples": 24}, {"batch": 8, "samples": 32}]
