@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from toolkit.versions import versions
 
 VERIFY_SIZES = (1, 3, 8)  # each symbolic dim (batch, sequence) is checked at these sizes, and at each static variant's
 MAX_VERIFY_LENGTH = 4096  # a sequence the reference refuses at a size is doubled up to this (see _longer)
+MAX_VERIFY_ELEMENTS = 1 << 22  # and while all the inputs together hold no more values than this
 PROTOBUF_LIMIT = 2**31 - 2**24  # protobuf refuses messages of 2 GiB; keep a margin
 _UNVERIFIED = "not verified: no reference can run this model (ONNX Runtime as given or opset-upgraded, the ONNX reference implementation)"
 
@@ -159,7 +161,7 @@ def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: flo
         cases += [{**dict.fromkeys(symbols, batch), **static_dims} for batch in sorted(variants or {1: "main"})]
     batches = set(named_batch_symbols(inputs))
     for dims in cases:
-        for grown in _longer(dims, batches):
+        for grown in _longer(dims, batches, inputs):
             feeds = _feeds(inputs, grown, length_limits)
             try:
                 expected = reference.run(feeds)
@@ -174,13 +176,14 @@ def verify(directory: Path, inputs, outputs, device: str, atol: float, rtol: flo
     return comparisons
 
 
-def _longer(dims: dict[str, int], batches: set[str]):
-    """`dims`, then its non-batch dims doubled, up to MAX_VERIFY_LENGTH: the sizes verification
-    tries until the reference accepts one (an audio model needs more than 8 samples)."""
+def _longer(dims: dict[str, int], batches: set[str], inputs):
+    """`dims`, then its non-batch dims doubled, up to MAX_VERIFY_LENGTH and MAX_VERIFY_ELEMENTS: the
+    sizes verification tries until the reference accepts one (an audio model needs more than 8 samples)."""
     yield dims
     while any(s not in batches for s in dims):
         dims = {s: size if s in batches else size * 2 for s, size in dims.items()}
-        if max(dims.values()) > MAX_VERIFY_LENGTH:
+        elements = sum(math.prod(dims.get(d, 1) if isinstance(d, str) else d for d in spec.shape) for spec in inputs)
+        if max(dims.values()) > MAX_VERIFY_LENGTH or elements > MAX_VERIFY_ELEMENTS:
             return
         yield dims
 
