@@ -55,7 +55,8 @@ def run_one(name: str, rebuild: bool) -> dict:
     from toolkit.errors import first_line
 
     entry = corpus.find(name)
-    record = {"name": name, "kind": entry.kind, "source": entry.source, "exporter": entry.exporter}
+    record = {"name": name, "kind": entry.kind, "source": entry.source, "exporter": entry.exporter,
+              **({"fixed_dims": entry.dims} if entry.dims else {})}
     directory = BUILD / name
     path = directory / ("optimum/model.onnx" if entry.exporter.startswith("optimum") else "model.onnx")
     start = time.perf_counter()
@@ -72,7 +73,7 @@ def run_one(name: str, rebuild: bool) -> dict:
     log = []
     start = time.perf_counter()
     try:
-        report = compile_model(path, directory / "model.tvm", "cpu", choose_engine=False, log=log.append)
+        report = compile_model(path, directory / "model.tvm", "cpu", choose_engine=False, log=log.append, dims=entry.dims)
     except Exception as e:
         record.update(compiled=False, stage=_stage(e), error=first_line(e), compile_s=round(time.perf_counter() - start, 1))
         return record
@@ -226,7 +227,8 @@ def write(results: list[dict], out: Path, env: dict) -> None:
         error = f"{r['max_abs_error']:.1e}" if r.get("max_abs_error") is not None else "-"
         if r.get("reference_has_nan"):
             verified += ", reference output has NaN"
-        lines.append(f"| {r['name']} | {r.get('kind', '-')} | {r.get('exporter', '-')} | {r.get('opset', '-')} | {r.get('nodes', '-')} "
+        exporter = r.get("exporter", "-") + "".join(f"; compiled with --dim {d}={n}" for d, n in r.get("fixed_dims", {}).items())
+        lines.append(f"| {r['name']} | {r.get('kind', '-')} | {exporter} | {r.get('opset', '-')} | {r.get('nodes', '-')} "
                      f"| {'yes' if r.get('compiled') else 'no'} | {verified} | {error} | {tvm or '-'} | {ort or '-'} | {ratio} |")
     failures = [r for r in results if not passed(r)]
     if failures:

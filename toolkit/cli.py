@@ -314,10 +314,12 @@ def _print_profile(path, batch: int | None, as_json: bool) -> None:
 @rpc_options("Measure tuning candidates on a remote device through a TVM RPC tracker.")
 @click.option("--no-shipped-records", is_flag=True, help="Do not apply the tuning records shipped with dltk (toolkit/shipped_records/).")
 @click.option("--no-engine-choice", is_flag=True, help="Do not measure ONNX Runtime against TVM; the artifact runs TVM.")
+@click.option("--dim", "dims", multiple=True, callback=lambda c, p, v: _dim_sizes(v), metavar="NAME=SIZE",
+              help="Make a symbolic input dim static, e.g. --dim height=224 (repeatable).")
 @tolerance_options("Verification")
 @verbose_option
 def compile(model, output, target, tune_now, trials, time_budget, db, tune_batches, rpc_tracker, rpc_key,
-            no_shipped_records, no_engine_choice, atol, rtol):
+            no_shipped_records, no_engine_choice, dims, atol, rtol):
     """Compile an ONNX model with TVM into a verified artifact directory."""
     from toolkit.compile import compile_model
     from toolkit.tune import tune_options
@@ -325,7 +327,7 @@ def compile(model, output, target, tune_now, trials, time_budget, db, tune_batch
     tuning = tune_options(trials if tune_now else 0, time_budget, db, tune_batches, rpc_tracker, rpc_key,
                           shipped=not no_shipped_records)
     report = compile_model(model, output, target=target, atol=atol, rtol=rtol, tuning=tuning,
-                           choose_engine=not no_engine_choice, log=progress)
+                           choose_engine=not no_engine_choice, log=progress, dims=dims)
     manifest = report.artifact.manifest
     checks = "; ".join(c.summary() for c in report.verification) or manifest["verification"]["reason"]
     tuned = manifest.get("tuning")
@@ -430,6 +432,16 @@ def _int_list(ctx, param, value):
     if not numbers or min(numbers) < 1:
         raise click.BadParameter(f"expected positive integers, got '{value}'")
     return numbers
+
+
+def _dim_sizes(values) -> dict[str, int]:
+    sizes = {}
+    for value in values:
+        name, _, size = value.partition("=")
+        if not name.strip() or not size.strip().isdigit() or int(size) < 1:
+            raise click.BadParameter(f"expected NAME=SIZE with a positive size, got '{value}'")
+        sizes[name.strip()] = int(size)
+    return sizes
 
 
 def _name_list(ctx, param, value):

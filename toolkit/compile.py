@@ -13,7 +13,7 @@ import onnx
 
 from toolkit import cuda, optimize, tvm_support
 from toolkit.errors import CheckFailed, DltkError, first_line
-from toolkit.onnx_file import input_specs, load_onnx, output_specs
+from toolkit.onnx_file import fix_dims, input_specs, load_onnx, output_specs
 from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
 from toolkit.reference import Reference, choose_reference
 from toolkit.runtime.artifact import LIBRARY, SOURCE_ONNX, Artifact, check_replaceable, open_artifact, staging, write_manifest
@@ -48,14 +48,19 @@ def compile_model(
     tuning: TuneOptions = TuneOptions(),
     choose_engine: bool = True,
     log=lambda line: None,
+    dims: dict[str, int] | None = None,
 ) -> CompileReport:
-    """Import, simplify, tune (as asked; existing records always apply), build, verify, pick the engine."""
+    """Import, simplify, tune (as asked; existing records always apply), build, verify, pick the engine.
+
+    dims: symbolic input dims to make static first (e.g. {"height": 224}); the artifact takes only those sizes."""
     from toolkit import tune
     from toolkit.simplify import simplify
 
     start = time.perf_counter()
     check_replaceable(output)  # before minutes of work, not after
     model = load_onnx(onnx_path)
+    if dims:
+        model = fix_dims(model, dims)
     target = resolve_target(target)
     device = device_of(target)
     nvcc = _nvcc_to_check(target, device)  # before the slow part: a missing nvcc fails at once
@@ -98,6 +103,7 @@ def compile_model(
             "tuning": prepared.manifest,
             "variants": variants,
             "variant_dims": static_dims if variants else {},  # what the variants bind besides the batch
+            **({"fixed_dims": dims} if dims else {}),
             **({"device_code": device_code} if device_code else {}),
             "engine": engine,
             "verification": _verification_json(verification, device, _verify_sizes(prepared.variants), reference),

@@ -66,6 +66,7 @@ class CorpusModel:
     source: str  # where the graph comes from
     exporter: str  # how the ONNX file was made
     build: Callable[[Path], Path]  # writes the model into an empty directory, returns the .onnx path
+    dims: dict[str, int] = field(default_factory=dict)  # dims a user passes to `dltk compile --dim`: dynamic in the file, fixed in the model
 
 
 HF = {
@@ -337,7 +338,11 @@ def _hf(name: str, dynamo: bool) -> CorpusModel:
 
 
 def _optimum(name: str) -> CorpusModel:
-    return CorpusModel(f"{name}-optimum", _kind(name), _source(name), "optimum.exporters.onnx", lambda d: export_optimum(name, d))
+    # Optimum exports every image dim as dynamic, but a ViT's position table fits one image size and its
+    # patch projection 3 channels: its users give those sizes (`dltk compile --dim height=32 ...`)
+    dims = {"num_channels": 3, "height": IMAGE, "width": IMAGE} if HF[name].inputs == IMAGE_INPUT else {}
+    return CorpusModel(f"{name}-optimum", _kind(name), _source(name), "optimum.exporters.onnx", lambda d: export_optimum(name, d),
+                       dims)
 
 
 def find(name: str) -> CorpusModel:

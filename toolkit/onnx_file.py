@@ -60,3 +60,23 @@ def input_specs(model: onnx.ModelProto) -> list[TensorSpec]:
 
 def output_specs(model: onnx.ModelProto) -> list[TensorSpec]:
     return tensor_specs(model.graph.output)
+
+
+def fix_dims(model: onnx.ModelProto, sizes: dict[str, int]) -> onnx.ModelProto:
+    """A copy with the named symbolic dims made static (onnxruntime's make_dim_param_fixed), for a model
+    whose export left dims dynamic that it cannot vary (Optimum's ViT: channels, height and width)."""
+    from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
+
+    named = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.dim_param}
+    unknown = sorted(set(sizes) - named)
+    if unknown:
+        raise DltkError(f"the model's inputs have no dim named {', '.join(unknown)}",
+                        f"its symbolic dims: {', '.join(sorted(named)) or 'none'}")
+    bad = sorted(name for name, size in sizes.items() if size < 1)
+    if bad:
+        raise DltkError(f"dim {bad[0]} must be at least 1", f"got {sizes[bad[0]]}")
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for name, size in sizes.items():
+        make_dim_param_fixed(fixed.graph, name, size)
+    return fixed

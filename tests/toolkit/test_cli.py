@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from toolkit import runtime
@@ -161,3 +162,9 @@ def test_python_dash_m_runs_the_same_cli():
     assert out.returncode == 0
     for command in ("models", "train", "export", "inspect", "compile", "run", "bench"):
         assert command in out.stdout
+
+
+@pytest.mark.parametrize("value", ["height", "height=", "height=0", "=32"])
+def test_compile_refuses_a_malformed_dim(tmp_path, value):
+    result = invoke("compile", tmp_path / "m.onnx", "-o", tmp_path / "m.tvm", "--dim", value)
+    assert result.exit_code == 2 and "expected NAME=SIZE with a positive size" in result.output

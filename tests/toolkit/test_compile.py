@@ -162,17 +162,36 @@ def test_a_manifest_that_lies_about_its_library_is_a_usage_error(lenet_artifact,
         session.run({"input": np.zeros(shape, np.float32)})
 
 
-def test_verification_lengthens_a_sequence_the_model_refuses_at_its_usual_sizes(tmp_path):
-    """A kernel-20 Conv1d cannot run 1, 3 or 8 samples: verification doubles the length until ONNX
-    Runtime accepts it (32, 24, 32), keeps the batch sizes, and records the dims it ran."""
+def _audio_conv(path):
+    """A kernel-20 Conv1d over (batch, 1, samples): it cannot run fewer than 20 samples."""
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((2, 1, 20)).astype(np.float32), "weight")
     graph = helper.make_graph([helper.make_node("Conv", ["audio", "weight"], ["features"], kernel_shape=[20], strides=[2])],
                               "audio", [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", 1, "samples"])],
                               [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 2, None])], [weight])
-    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "audio.onnx"))
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_verification_lengthens_a_sequence_the_model_refuses_at_its_usual_sizes(tmp_path):
+    """1, 3 or 8 samples are too few: verification doubles the length until ONNX Runtime accepts it
+    (32, 24, 32), keeps the batch sizes, and records the dims it ran."""
+    _audio_conv(tmp_path / "audio.onnx")
     artifact = compile_model(tmp_path / "audio.onnx", tmp_path / "audio.tvm", choose_engine=False).artifact
     verification = artifact.manifest["verification"]
     assert verification["status"] == "passed"
     assert verification["verified_dims"] == [{"batch": 1, "samples": 32}, {"batch": 3, "samples": 24}, {"batch": 8, "samples": 32}]
+
+
+def test_fixed_dims_make_the_artifact_static_in_those_dims(tmp_path):
+    artifact = compile_model(_audio_conv(tmp_path / "audio.onnx"), tmp_path / "audio.tvm", choose_engine=False,
+                             dims={"samples": 40}).artifact
+    assert [i["shape"] for i in artifact.manifest["inputs"]] == [["batch", 1, 40]]
+    assert artifact.manifest["fixed_dims"] == {"samples": 40}
+    assert artifact.manifest["verification"]["status"] == "passed"
+    audio = np.random.default_rng(1).standard_normal((2, 1, 40)).astype(np.float32)
+    expected = ort.InferenceSession(str(tmp_path / "audio.onnx")).run(None, {"audio": audio})[0]
+    np.testing.assert_allclose(runtime.load(artifact.path, backend="tvm").run({"audio": audio})["features"], expected, atol=1e-5)
+    with pytest.raises(DltkError, match="no dim named height .*its symbolic dims: batch, samples"):
+        compile_model(tmp_path / "audio.onnx", tmp_path / "other.tvm", dims={"height": 32})

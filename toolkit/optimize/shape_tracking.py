@@ -1,4 +1,4 @@
-"""Rewrite four export patterns that make TVM's ONNX importer lose a tensor's symbolic shape.
+"""Rewrite three export patterns that make TVM's ONNX importer lose a tensor's symbolic shape.
 
 TVM's Relax importer tracks dims as symbolic expressions (`batch`, `sequence`, `samples // 10 - 1`).
 When the two sides of a broadcast carry expressions it cannot prove equal, the result's shape
@@ -18,13 +18,6 @@ Each rewrite below keeps the same values and gives the importer an expression it
   equal to the residual's `L - 1`. A stride-1 Conv whose only consumer cuts k positions off the end
   of a spatial axis is the same Conv with k less end padding (the first outputs do not depend on
   the last padding), whose length the importer computes exactly.
-- `pinned broadcast` (Optimum's ViT, dynamic height and width, plus a position table of 17 rows):
-  the importer cannot prove `1 + height // 8 * (width // 8)` equal to 17. Broadcasting against a
-  constant's size D > 1 makes that dim D (or fails), so where ONNX shape inference finds the other
-  operand's dim computed (neither static nor an input's named dim), that operand is first reshaped
-  to D along it, and the importer's shape is D. (Reshape, because the importer's Expand cannot take
-  a symbolic dim; it differs only where that dim is 1 and would have broadcast, which a computed
-  dim facing a table of D rows is not in the models seen.)
 """
 
 from __future__ import annotations
@@ -37,7 +30,6 @@ from toolkit.optimize.dynamic_shapes import ONNX_DOMAINS, _constants, is_shape_s
 
 OPEN_END = 2**62  # exporters write an open slice end as INT64_MAX (or INT32_MAX at old opsets)
 MIN_OPSET = 13  # Slice, Unsqueeze and Squeeze take their parameters as inputs
-BROADCASTS = ("Add", "Sub", "Mul", "Div")
 
 
 def keep_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -70,9 +62,6 @@ class _Graph:
                 self.consumers[name] = self.consumers.get(name, 0) + 1
         for output in model.graph.output:
             self.consumers[output.name] = self.consumers.get(output.name, 0) + 1
-        self.model = model
-        self.input_dims = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.dim_param}
-        self._inferred: dict[str, list] | None = None  # by _dims, on the first broadcast that needs it
         self.initializers: list[onnx.TensorProto] = []
         self.trims: dict[str, list[int]] = {}  # Conv output -> the pads that make the trimmed output directly
         for node in model.graph.node:
@@ -91,56 +80,7 @@ class _Graph:
             return self._tail_slice(node, prefix) or self._trimmed_conv_slice(node)
         if node.op_type == "Conv" and node.output[0] in self.trims:
             return [self._conv_with_pads(node, self.trims[node.output[0]])]
-        if node.op_type in BROADCASTS:
-            return self._pinned_broadcast(node, prefix)
         return None
-
-    # -- pinned broadcast ------------------------------------------------------------------------
-    def _pinned_broadcast(self, node, prefix):
-        operands = [i for i in node.input if i not in self.constants]
-        table = [self.constants[i] for i in node.input if i in self.constants]
-        if len(operands) != 1 or len(table) != 1 or not any(d > 1 for d in table[0].shape):
-            return None
-        data, table = operands[0], table[0]
-        dims = self._dims().get(data)
-        if dims is None or len(dims) < table.ndim:
-            return None
-        offset = len(dims) - table.ndim  # broadcasting aligns the trailing axes
-        pinned = {offset + j: size for j, size in enumerate(table.shape)
-                  if size > 1 and not isinstance(dims[offset + j], int) and dims[offset + j] not in self.input_dims}
-        if not pinned:
-            return None
-        nodes = [helper.make_node("Shape", [data], [prefix + "shape"], name=prefix + "shape_node")]
-        pieces = []
-        for axis in range(len(dims)):
-            if axis in pinned:
-                pieces.append(self._constant(f"{prefix}size{axis}", np.array([pinned[axis]], np.int64)))
-                continue
-            index = self._constant(f"{prefix}axis{axis}", np.array(axis, np.int64))
-            zero = self._constant(f"{prefix}zero{axis}", np.array([0], np.int64))
-            nodes += [helper.make_node("Gather", [prefix + "shape", index], [f"{prefix}dim{axis}"], name=f"{prefix}gather{axis}", axis=0),
-                      helper.make_node("Unsqueeze", [f"{prefix}dim{axis}", zero], [f"{prefix}size{axis}"], name=f"{prefix}unsqueeze{axis}")]
-            pieces.append(f"{prefix}size{axis}")
-        nodes += [helper.make_node("Concat", pieces, [prefix + "target"], name=prefix + "target_node", axis=0),
-                  helper.make_node("Reshape", [data, prefix + "target"], [prefix + "pinned"], name=prefix + "reshape")]
-        rewritten = onnx.NodeProto()
-        rewritten.CopyFrom(node)
-        rewritten.input[list(node.input).index(data)] = prefix + "pinned"
-        return [*nodes, rewritten]
-
-    def _dims(self) -> dict[str, list]:
-        """Each tensor's dims by ONNX shape inference: an int where static, else a name or None."""
-        if self._inferred is None:
-            self._inferred = {}
-            try:
-                inferred = onnx.shape_inference.infer_shapes(self.model)
-            except Exception:  # a model over protobuf's 2 GiB, an op ONNX cannot infer: no dims, no rewrite
-                return self._inferred
-            for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-                if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
-                    self._inferred[value.name] = [d.dim_value if d.HasField("dim_value") else d.dim_param or None
-                                                  for d in value.type.tensor_type.shape.dim]
-        return self._inferred
 
     # -- scalar reshape --------------------------------------------------------------------------
     def _scalar_reshape(self, node, prefix):
