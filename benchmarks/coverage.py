@@ -31,18 +31,8 @@ TIMED_DIMS = {"sequence": 16, "sequence_length": 16, "decoder_sequence": 16, "sa
 
 # Failure text -> what is known of its cause (from what the reducer showed; see the README).
 KNOWN_CAUSES: dict[str, str] = {
-    "Reshape expects the input tensor to have known shape": (
-        "TVM's Relax ONNX importer converts a Reshape with a -1 dim only when it knows its input's shape; in T5's "
-        "legacy export (dynamic batch and sequence) that shape is lost upstream of the attention's Reshape (T5's "
-        "relative position bias). Not fixed in dltk. Upstream: the frontend's Reshape limitations (apache/tvm#18945 "
-        "tracks them; #20174 is a related dynamic-Reshape bug)"),
-    "Reshape expects the input data to be a Tensor": (
-        "TVM's Relax ONNX importer turns T5's dynamo-exported shape arithmetic (Range, Gather on a shape) into a "
-        "PrimValue and then hands it to Reshape as data. Not fixed in dltk; an importer bug (open upstream, as above)"),
-    "shape_of expects a tensor input": (
-        "TVM's Relax ONNX importer: Gather on Shape(x) where x's dims are unknown to it (not symbolic) calls "
-        "shape_of on the shape itself. Where x's shape is lost upstream is not pinned down yet (likely wav2vec2's positional Conv1d (padding, then a "
-        "slice); Optimum's ViT export with dynamic height and width). Not fixed in dltk"),
+    # none left: T5 (legacy and dynamo), wav2vec2 and Optimum's ViT failed in TVM's importer until
+    # toolkit/optimize/shape_tracking.py, compile's verification lengths and --dim (see the README)
 }
 
 
@@ -227,7 +217,8 @@ def write(results: list[dict], out: Path, env: dict) -> None:
         error = f"{r['max_abs_error']:.1e}" if r.get("max_abs_error") is not None else "-"
         if r.get("reference_has_nan"):
             verified += ", reference output has NaN"
-        exporter = r.get("exporter", "-") + "".join(f"; compiled with --dim {d}={n}" for d, n in r.get("fixed_dims", {}).items())
+        dims = " ".join(f"--dim {d}={n}" for d, n in r.get("fixed_dims", {}).items())
+        exporter = r.get("exporter", "-") + (f"; compiled with {dims}" if dims else "")
         lines.append(f"| {r['name']} | {r.get('kind', '-')} | {exporter} | {r.get('opset', '-')} | {r.get('nodes', '-')} "
                      f"| {'yes' if r.get('compiled') else 'no'} | {verified} | {error} | {tvm or '-'} | {ort or '-'} | {ratio} |")
     failures = [r for r in results if not passed(r)]
