@@ -5,14 +5,16 @@ O[n, f, y, x] += P[n, c, y*s + ry*d, x*s + rx*d] * W[f, c, ry, rx] (plain, strid
 1x1 and grouped, where the input channel is g * C/groups + c). The schedule follows the x86
 NCHWc schedules TVM had until 0.19, without changing the activations' layout:
 
-    for F/nr, Y/yt, X/xt (parallel when the kernel is large enough), n:
+    for n:
+      P[n] = pad(input[n])                      # rows in parallel where large enough
+      for F/nr, Y/yt, X/xt (parallel when the kernel is large enough):
         acc[yt, xt, nr] = 0                     # yt x xt x nr/lanes vector registers
         for c, ry, rx: acc[yy, xx, :] += P[n, c, y+yy+ry, x+xx+rx] * W[f:f+nr, c, ry, rx]  (yy, xx unrolled)
         O[n, f:f+nr, y:y+yt, x:x+xt] = epilogue(acc)  # bias, activation, residual add: fused
 
 The weight is re-laid out as [F/nr, C, KH, KW, nr] at compile time, so each step loads nr
-contiguous output channels. Depthwise convolutions (one input channel per group) vectorize
-along the output row instead.
+contiguous output channels. Depthwise convolutions (one input channel per group), and those with
+fewer output channels than a vector, vectorize along the output row instead.
 """
 
 from __future__ import annotations
