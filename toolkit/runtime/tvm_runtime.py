@@ -55,11 +55,7 @@ def ffi():
     """The tvm_ffi module, with TVM's runtime library loaded."""
     with _lock:
         if "tvm_runtime" not in _libraries:
-            if not (os.environ.get("TVM_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")):
-                # TVM sizes its pool once, from these variables, else from half the logical CPUs
-                # on x86 (it assumes 2-way SMT): on a VM without SMT, 1 of 2 cores. Set before
-                # the pool exists (its first parallel kernel), as the pool cannot grow later.
-                os.environ["TVM_NUM_THREADS"] = str(physical_cores())
+            size_thread_pool()
             _libraries["tvm_runtime"] = _load_runtime()
     return sys.modules["tvm_ffi"]
 
@@ -177,6 +173,18 @@ def set_threads(threads: int | None) -> None:
     tvm_ffi = ffi()
     threads = threads or int(os.environ.get("TVM_NUM_THREADS") or 0)
     tvm_ffi.get_global_func("runtime.config_threadpool")(1, threads)  # 1: no big.LITTLE preference
+
+
+def size_thread_pool() -> None:
+    """One TVM thread per physical core, unless the user chose (TVM_NUM_THREADS, OMP_NUM_THREADS).
+
+    TVM sizes its pool once, from these variables, else from half the logical CPUs on x86 (it
+    assumes 2-way SMT): on a VM without SMT, 1 of 2 cores. Call before the pool exists (its first
+    parallel kernel), as it cannot grow later, and before starting processes that run TVM code
+    (MetaSchedule's measuring workers inherit the variable).
+    """
+    if not (os.environ.get("TVM_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")):
+        os.environ["TVM_NUM_THREADS"] = str(physical_cores())
 
 
 def physical_cores() -> int:
