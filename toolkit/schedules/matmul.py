@@ -42,6 +42,8 @@ class Matmul(cpu.Rule):
             if kind in (IterKind.kIter_I, IterKind.kIter_S):
                 i_extent *= cpu.static_extent(extent)
 
+        if not cpu.static_extent(j_extent, unknown=0):
+            return _stream_symbolic_columns(sch, main, by_kind)
         sch.reorder(*by_kind[IterKind.kIter_T], *by_kind[IterKind.kIter_S], *by_kind[IterKind.kIter_I],
                     *by_kind[IterKind.kIter_J], *by_kind[IterKind.kIter_K])
         # Only the innermost I axis is tiled: fusing several (batch x tokens) would make the
@@ -92,6 +94,28 @@ class Matmul(cpu.Rule):
                 sch.unroll(row)
 
         return True
+
+
+def _stream_symbolic_columns(sch, main, by_kind) -> bool:
+    """A symbolic J (attention's scores: the keys): rows one by one, K outside J, and J innermost
+    and whole, so that LLVM vectorizes it with a remainder loop of its own. Split into vectors, J
+    would need a predicate on every lane, which TVM scalarizes (5x slower than no schedule)."""
+    from tvm.s_tir.dlight.gpu.matmul import IterKind, auto_inline_producers
+
+    rows = by_kind[IterKind.kIter_T] + by_kind[IterKind.kIter_S] + by_kind[IterKind.kIter_I]
+    (j,) = by_kind[IterKind.kIter_J]
+    (k,) = by_kind[IterKind.kIter_K]
+    sch.reorder(*rows, k, j)
+    auto_inline_producers(sch, main)
+    _inline_epilogue(sch, main)
+    consumers = sch.get_consumers(main)
+    if rows and len(consumers) == 1:
+        try:
+            sch.reverse_compute_at(consumers[0], rows[-1])  # the epilogue reads the row while it is in L1
+        except Exception:  # not computable per row (a reduction over rows): it stays after the kernel
+            pass
+    sch.decompose_reduction(main, k)
+    return True
 
 
 def _contiguous_accumulator(sch, main, j_iter: int) -> None:
