@@ -341,7 +341,7 @@ def _tune(tasks, done: list[int], remaining: int, tvm_target, database, options:
         for i, task in enumerate(tasks):
             if (defaults_apply and not _has_default_record(database, task)
                     and run < remaining and time.perf_counter() < deadline):
-                measured = _record_default_schedule(task, tvm_target, builder, runner, database)
+                measured = _record_default_schedule(task.dispatched[0], tvm_target, builder, runner, database)
                 done[i] += measured
                 run += measured
         while run < remaining and time.perf_counter() < deadline:
@@ -380,8 +380,8 @@ def _tune(tasks, done: list[int], remaining: int, tvm_target, database, options:
     return run
 
 
-def _record_default_schedule(task, tvm_target, builder, runner, database) -> int:
-    """Measure the kernel's default schedule (a rule's, else TVM's untuned code), and keep it as its
+def _record_default_schedule(workload, tvm_target, builder, runner, database) -> int:
+    """Measure a kernel's default schedule (a rule's, else TVM's untuned code), and keep it as its
     first record (1 if kept).
 
     MetaSchedule's design space for small spatial kernels (pooling, elementwise) holds only
@@ -390,19 +390,18 @@ def _record_default_schedule(task, tvm_target, builder, runner, database) -> int
     """
     from tvm.s_tir import Schedule
 
-    schedule = schedules.schedule(task.dispatched[0]["main"], tvm_target)
+    schedule = schedules.schedule(workload["main"], tvm_target)
     if schedule is None:  # no rule matches: TVM's untuned code
-        schedule = Schedule(task.dispatched[0])
+        schedule = Schedule(workload)
         # A record needs one instruction in its trace; looking a block up changes nothing.
         schedule.get_sblock(*DEFAULT_SCHEDULE_BLOCK)
-    return _measure_and_commit(task, schedule, tvm_target, builder, runner, database)
+    return _measure_and_commit(workload, schedule, tvm_target, builder, runner, database)
 
 
-def _measure_and_commit(task, schedule, tvm_target, builder, runner, database) -> int:
+def _measure_and_commit(workload, schedule, tvm_target, builder, runner, database) -> int:
     """Build and time a scheduled kernel here; commit it to the database as a record (1 if kept)."""
     from tvm.s_tir import meta_schedule as ms
 
-    workload = task.dispatched[0]
     (built,) = builder.build([ms.builder.BuilderInput(schedule.mod, tvm_target)])
     if built.error_msg:
         return 0
@@ -419,6 +418,20 @@ def _measure_and_commit(task, schedule, tvm_target, builder, runner, database) -
     return 1
 
 
+def _measure_beside_default(workload, record, tvm_target, builder, runner, database) -> bool:
+    """Time a record from elsewhere and the kernel's default schedule here, commit both to
+    `database`; whether the record measured faster (and so applies)."""
+    from tvm.s_tir import Schedule
+
+    _record_default_schedule(workload, tvm_target, builder, runner, database)
+    schedule = Schedule(workload)
+    record.trace.apply_to_schedule(schedule, remove_postproc=False)
+    if not _measure_and_commit(workload, schedule, tvm_target, builder, runner, database):
+        return False
+    top = list(database.get_top_k(database.commit_workload(workload), 1))
+    return bool(top) and not is_default_schedule(top[0].trace.as_json())
+
+
 def _adopt_foreign_records(tasks, foreign: list[ShippedRecords], local: list, database, tvm_target, log) -> dict | None:
     """Records shipped for another CPU of a compatible family, measured here before they may apply.
 
@@ -427,8 +440,6 @@ def _adopt_foreign_records(tasks, foreign: list[ShippedRecords], local: list, da
     (this target's own, in the dltk cache unless --db says otherwise): the faster one applies,
     and later compiles find both measured and measure nothing again.
     """
-    from tvm.s_tir import Schedule
-
     opened = {source.key: _open_db(source.directory) for source in foreign}
     todo = []
     for task in tasks:
@@ -451,27 +462,53 @@ def _adopt_foreign_records(tasks, foreign: list[ShippedRecords], local: list, da
     log(f"measuring {len(todo)} kernels' records shipped for {', '.join(sources)} against their defaults here")
     _load_tensor_intrinsics(tvm_target)
     builder, runner = _in_process_builder(), _runner(None)
-    faster = 0
     try:
-        for task, record, _ in todo:
-            _record_default_schedule(task, tvm_target, builder, runner, database)
-            schedule = Schedule(task.dispatched[0])
-            record.trace.apply_to_schedule(schedule, remove_postproc=False)
-            if _measure_and_commit(task, schedule, tvm_target, builder, runner, database):
-                faster += _best_is_tuned(database, task)
+        faster = sum(_measure_beside_default(task.dispatched[0], record, tvm_target, builder, runner, database)
+                     for task, record, _ in todo)
     finally:
         _shutdown(runner)
     return {"from": sources, "kernels": len(todo), "faster_here": faster}
 
 
+def remeasure_records(source: Path, destination: Path, target: dict, log=lambda line: None) -> dict:
+    """Each kernel's best record in the database `source` and the kernel's default schedule as it
+    is today, both timed on this machine into the database `destination`.
+
+    The default schedules improve between releases; a record tuned against an older default may
+    now lose to the new one (Zen 3's ResNet-18 records did, by 6x). Shipping records through
+    this keeps a record only where it still beats today's default. Returns how many kernels were
+    measured and how many of their records still win.
+    """
+    import tvm
+    import tvm_ffi
+
+    _require_tune_extra(TuneOptions(cost_model="random"))
+    tvm_target = tvm.target.Target(target)
+    _load_tensor_intrinsics(tvm_target)
+    source_db, database = _open_db(source), _open_db(destination)
+    best = {}  # structural hash -> the workload's best record in `source`
+    for record in source_db.get_all_tuning_records():
+        key = tvm_ffi.structural_hash(record.workload.mod)
+        if key not in best:
+            best[key] = source_db.get_top_k(record.workload, 1)[0]
+    builder, runner = _in_process_builder(), _runner(None)
+    still_faster = 0
+    try:
+        for done, record in enumerate(best.values(), 1):
+            workload = record.workload.mod
+            if is_default_schedule(record.trace.as_json()):
+                _record_default_schedule(workload, tvm_target, builder, runner, database)
+            else:
+                still_faster += _measure_beside_default(workload, record, tvm_target, builder, runner, database)
+            log(f"{done}/{len(best)} kernels measured, {still_faster} records still beat the default schedule")
+    finally:
+        _shutdown(runner)
+    return {"kernels": len(best), "records_faster": still_faster}
+
+
 def _best_tuned_record(database, task):
     """The fastest record that is not the default-schedule placeholder, or None."""
     return next((r for r in _records(database, task) if not is_default_schedule(r.trace.as_json())), None)
-
-
-def _best_is_tuned(database, task) -> bool:
-    top = _records(database, task)[:1]
-    return bool(top) and not is_default_schedule(top[0].trace.as_json())
 
 
 def _shutdown(runner) -> None:

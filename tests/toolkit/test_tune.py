@@ -185,6 +185,32 @@ def test_records_of_a_compatible_cpu_are_measured_here_before_they_apply(mlp_onn
     assert again.manifest["tuning"]["kernels_with_records"] == tuning["kernels_with_records"]
 
 
+def test_remeasured_records_keep_each_kernels_best_beside_todays_default(tuned):
+    """Shipping re-times each kernel's best record beside today's default schedule: every kernel
+    keeps a default record, and a tuned one next to it where the source had one."""
+    from toolkit.target import host_cpu
+    from toolkit.tune import remeasure_records
+
+    root, _, artifact = tuned
+    source = root / "db" / artifact.manifest["tuning"]["target_key"]
+    destination = root / "remeasured"
+    counts = remeasure_records(source, destination, host_cpu())
+
+    def by_workload(directory):
+        kinds = {}
+        for line in (directory / "database_tuning_record.json").read_text().splitlines():
+            index, (trace, *_) = json.loads(line)
+            kinds.setdefault(index, []).append(is_default_schedule(trace))
+        return kinds
+
+    before, after = by_workload(source), by_workload(destination)
+    assert counts["kernels"] == len(before) == len(after) >= 1
+    assert all(kinds.count(True) == 1 for kinds in after.values())  # one default each, timed now
+    tuned_kernels = sum(not all(kinds) for kinds in before.values())
+    assert sum(len(kinds) == 2 for kinds in after.values()) == tuned_kernels
+    assert 0 <= counts["records_faster"] <= tuned_kernels
+
+
 def test_fused_kernels_carry_no_attribute_of_ours(mlp_onnx):
     """A kernel's attributes are part of its workload hash: one left behind by dltk's own passes
     would keep every tuning record, shipped or the user's, from matching it."""
