@@ -266,8 +266,8 @@ def _lower_node(node, what: str, opset: int, types, out: _Emitter) -> None:
 @dataclass
 class _Params:
     w_t: str  # (I, G*H)
-    r_t: str  # (H, G*H): all gates' recurrence in one MatMul; for a GRU only z and r, (H, 2H)
-    r_h_t: str | None  # GRU: the candidate's (H, H), applied apart because the reset gate comes first
+    r_t: str  # (H, G*H): all gates' recurrence in one MatMul; for a GRU without linear_before_reset only z and r, (H, 2H)
+    r_h_t: str | None  # that GRU's candidate (H, H), applied apart because the reset gate comes first
     x_bias: str | None  # (G*H,) added to the input projection
     r_bias_h: str | None  # GRU with linear_before_reset: Rbh stays inside the reset product
     peepholes: list[str] | None  # LSTM: p_i, p_o, p_f, each (H,)
@@ -279,7 +279,7 @@ def _direction_params(out: _Emitter, cell: _Cell, d: int, w, r, bias, peepholes)
     w_t = out.op("Transpose", [out.op("Gather", [w, index], axis=0)], perm=[1, 0])
     r_d = out.op("Gather", [r, index], axis=0)  # (G*H, H)
     r_h_t = None
-    if cell.op == "GRU":
+    if cell.op == "GRU" and not cell.linear_before_reset:
         r_d, r_h = out.split(r_d, [2 * hidden, hidden], axis=0)
         r_h_t = out.op("Transpose", [r_h], perm=[1, 0])
     r_t = out.op("Transpose", [r_d], perm=[1, 0])
@@ -309,7 +309,9 @@ class _Cell:
 
     def step(self, out: _Emitter, x_gates, h, c, params: _Params, activations):
         """One time step: (x's gate inputs, H_{t-1}, C_{t-1}) -> (H_t, C_t); None states are zeros."""
-        fused = 2 if self.op == "GRU" else self.gates  # gates whose recurrence is H_{t-1} @ R^T
+        # Gates whose recurrence is one H_{t-1} @ R^T: all but a GRU's candidate when the reset gate
+        # multiplies H before R (with linear_before_reset it multiplies the product: one MatMul per step).
+        fused = 2 if self.op == "GRU" and not self.linear_before_reset else self.gates
         if h is None:
             h_gates = [None] * fused
         else:
@@ -330,7 +332,7 @@ class _Cell:
             z = activate(f, x_gates[0], h_gates[0])
             reset = activate(f, x_gates[1], h_gates[1])
             if self.linear_before_reset:  # h~ = g(x + r * (H @ Rh^T + Rbh))
-                inner = out.add(out.op("MatMul", [h, params.r_h_t]) if h is not None else None, params.r_bias_h)
+                inner = out.add(h_gates[2], params.r_bias_h)
                 candidate = activate(g, x_gates[2], out.op("Mul", [reset, inner]) if inner else None)
             else:  # h~ = g(x + (r * H) @ Rh^T)
                 reset_h = out.op("MatMul", [out.op("Mul", [reset, h]), params.r_h_t]) if h is not None else None
