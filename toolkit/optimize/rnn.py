@@ -234,7 +234,7 @@ def _lower_node(node, what: str, opset: int, types, out: _Emitter) -> None:
         c = out.step(initial_c, d, direction_axis) if initial_c else None
         per_step = [None] * steps
         for t in reversed(range(steps)) if reverse else range(steps):
-            x_gates = out.split(out.step(projected, t, time_axis), [hidden] * cell.gates, axis=1)
+            x_gates = [out.step(projected, t, time_axis, (k * hidden, (k + 1) * hidden)) for k in range(cell.gates)]
             new_h, new_c = cell.step(out, x_gates, h, c, params, activations[d])
             if masks is None:
                 h, c, per_step[t] = new_h, new_c, new_h
@@ -409,15 +409,24 @@ class _Emitter:
         bounds = np.cumsum([0, *sizes])
         return [self.slice(value, int(start), int(end), axis) for start, end in zip(bounds[:-1], bounds[1:])]
 
-    def slice(self, value: str, start: int, end: int, axis: int) -> str:
+    def slice(self, value: str, start, end, axis) -> str:
+        """value[start:end] along `axis`; or along several, each given as a list."""
+        starts, ends, axes = ([v] if isinstance(v, int) else list(v) for v in (start, end, axis))
         if self.opset < 10:
-            return self.op("Slice", [value], starts=[start], ends=[end], axes=[axis])
-        return self.op("Slice", [value, *(self.const(np.array([v], np.int64)) for v in (start, end, axis))])
+            return self.op("Slice", [value], starts=starts, ends=ends, axes=axes)
+        return self.op("Slice", [value, *(self.const(np.array(v, np.int64)) for v in (starts, ends, axes))])
 
-    def step(self, value: str, t: int, axis: int) -> str:
+    def step(self, value: str, t: int, axis: int, gate: tuple[int, int] | None = None) -> str:
         """value[t] along `axis`, as a Slice and a Squeeze: TVM imports a Gather with its index
-        normalised through shape ops at run time, a handful of kernels per step."""
-        sliced = self.slice(value, t, t + 1, axis)
+        normalised through shape ops at run time, a handful of kernels per step.
+
+        gate: (start, end) along the last axis as well, in the same Slice: one Slice per gate
+        fuses into the kernel that reads it, while a step's slice read by two kernels (an LSTM's
+        cell state and output gate) is a kernel of its own."""
+        if gate is None:
+            sliced = self.slice(value, t, t + 1, axis)
+        else:
+            sliced = self.slice(value, [t, gate[0]], [t + 1, gate[1]], [axis, 2])
         if self.opset < 13:
             return self.op("Squeeze", [sliced], axes=[axis])
         return self.op("Squeeze", [sliced, self.const(np.array([axis], np.int64))])
