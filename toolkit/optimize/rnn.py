@@ -1,7 +1,7 @@
 """Lower ONNX LSTM, GRU and RNN nodes into primitive ONNX ops, unrolled over time, for TVM.
 
 TVM 0.27's ONNX importer has no converter for LSTM, GRU or RNN. This module rewrites each
-such node, as the ONNX spec defines it, into MatMul/Add/Mul/activations/Gather/Split/Concat/
+such node, as the ONNX spec defines it, into MatMul/Add/Mul/activations/Gather/Slice/Squeeze/Concat/
 Where nodes, one copy of the cell per time step, before the graph reaches `from_onnx`.
 
 Why an ONNX-to-ONNX rewrite rather than converters registered into TVM's frontend table:
