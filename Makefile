@@ -45,10 +45,13 @@ gpu-check:
 	benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)
 
 # Lint (ruff; the config is in pyproject.toml), then the tests (tests/test_layers.py checks the import layers).
+# Two pytest workers, each taking whole files (module fixtures built once): much of the suite is
+# single-threaded exporting and LLVM code generation, so two keep both cores busy.
 LINTED := toolkit models tests benchmarks deploy
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=15
 test: $(INSTALLED)
 	$(BIN)/python -m ruff check $(LINTED)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

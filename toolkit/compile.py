@@ -11,7 +11,7 @@ from pathlib import Path
 
 import onnx
 
-from toolkit import cuda, optimize, tvm_support
+from toolkit import cuda, optimize, tune, tvm_support
 from toolkit.errors import CheckFailed, DltkError, first_line
 from toolkit.onnx_file import fix_dims, input_specs, load_onnx, output_specs
 from toolkit.parity import ATOL, RTOL, Comparison, compare_outputs
@@ -21,8 +21,8 @@ from toolkit.runtime.batch import named_batch_symbols
 from toolkit.runtime.model_source import name_from, read_metadata
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import random_feeds
+from toolkit.runtime.tvm_runtime import size_thread_pool
 from toolkit.target import device_of, resolve_target
-from toolkit.tune import TuneOptions
 from toolkit.versions import versions
 
 VERIFY_SIZES = (1, 3, 8)  # each symbolic dim (batch, sequence) is checked at these sizes, and at each static variant's
@@ -45,7 +45,7 @@ def compile_model(
     target: str | dict = "cpu",
     atol: float = ATOL,
     rtol: float = RTOL,
-    tuning: TuneOptions = TuneOptions(),
+    tuning: tune.TuneOptions = tune.TuneOptions(),
     choose_engine: bool = True,
     log=lambda line: None,
     dims: dict[str, int] | None = None,
@@ -53,11 +53,11 @@ def compile_model(
     """Import, simplify, tune (as asked; existing records always apply), build, verify, pick the engine.
 
     dims: symbolic input dims to make static first (e.g. {"height": 224}); the artifact takes only those sizes."""
-    from toolkit import tune
     from toolkit.simplify import simplify
 
     start = time.perf_counter()
     check_replaceable(output)  # before minutes of work, not after
+    size_thread_pool()  # before any TVM code runs here: verification and the engine choice time it
     model = load_onnx(onnx_path)
     if dims:
         model = fix_dims(model, dims)

@@ -37,6 +37,7 @@ from toolkit.fast_math import fast_math
 from toolkit.nan import propagate_nan
 from toolkit.records import ShippedRecords, shipped_for, target_key
 from toolkit.rpc import RpcTarget, rpc_target
+from toolkit.runtime.tvm_runtime import size_thread_pool
 
 DEFAULT_BATCHES = (1, 8)
 TRIALS_PER_ROUND = 16  # candidates measured per kernel per round, as MetaSchedule's default batch
@@ -565,6 +566,7 @@ def _runner(rpc: RpcTarget | None):
     from tvm.s_tir import meta_schedule as ms
 
     if rpc is None:
+        size_thread_pool()  # candidates are timed on every core, as the artifact will run
         return ms.runner.LocalRunner(timeout_sec=30)
     config = ms.runner.RPCConfig(tracker_host=rpc.host, tracker_port=rpc.port, tracker_key=rpc.key, session_timeout_sec=60)
     return ms.runner.RPCRunner(rpc_config=config, max_workers=1)

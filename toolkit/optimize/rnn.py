@@ -1,7 +1,7 @@
 """Lower ONNX LSTM, GRU and RNN nodes into primitive ONNX ops, unrolled over time, for TVM.
 
 TVM 0.27's ONNX importer has no converter for LSTM, GRU or RNN. This module rewrites each
-such node, as the ONNX spec defines it, into MatMul/Add/Mul/activations/Gather/Split/Concat/
+such node, as the ONNX spec defines it, into MatMul/Add/Mul/activations/Gather/Slice/Squeeze/Concat/
 Where nodes, one copy of the cell per time step, before the graph reaches `from_onnx`.
 
 Why an ONNX-to-ONNX rewrite rather than converters registered into TVM's frontend table:
@@ -234,7 +234,7 @@ def _lower_node(node, what: str, opset: int, types, out: _Emitter) -> None:
         c = out.step(initial_c, d, direction_axis) if initial_c else None
         per_step = [None] * steps
         for t in reversed(range(steps)) if reverse else range(steps):
-            x_gates = out.split(out.step(projected, t, time_axis), [hidden] * cell.gates, axis=1)
+            x_gates = [out.step(projected, t, time_axis, (k * hidden, (k + 1) * hidden)) for k in range(cell.gates)]
             new_h, new_c = cell.step(out, x_gates, h, c, params, activations[d])
             if masks is None:
                 h, c, per_step[t] = new_h, new_c, new_h
@@ -266,8 +266,8 @@ def _lower_node(node, what: str, opset: int, types, out: _Emitter) -> None:
 @dataclass
 class _Params:
     w_t: str  # (I, G*H)
-    r_t: str  # (H, G*H): all gates' recurrence in one MatMul; for a GRU only z and r, (H, 2H)
-    r_h_t: str | None  # GRU: the candidate's (H, H), applied apart because the reset gate comes first
+    r_t: str  # (H, G*H): all gates' recurrence in one MatMul; for a GRU without linear_before_reset only z and r, (H, 2H)
+    r_h_t: str | None  # that GRU's candidate (H, H), applied apart because the reset gate comes first
     x_bias: str | None  # (G*H,) added to the input projection
     r_bias_h: str | None  # GRU with linear_before_reset: Rbh stays inside the reset product
     peepholes: list[str] | None  # LSTM: p_i, p_o, p_f, each (H,)
@@ -279,7 +279,7 @@ def _direction_params(out: _Emitter, cell: _Cell, d: int, w, r, bias, peepholes)
     w_t = out.op("Transpose", [out.op("Gather", [w, index], axis=0)], perm=[1, 0])
     r_d = out.op("Gather", [r, index], axis=0)  # (G*H, H)
     r_h_t = None
-    if cell.op == "GRU":
+    if cell.op == "GRU" and not cell.linear_before_reset:
         r_d, r_h = out.split(r_d, [2 * hidden, hidden], axis=0)
         r_h_t = out.op("Transpose", [r_h], perm=[1, 0])
     r_t = out.op("Transpose", [r_d], perm=[1, 0])
@@ -309,7 +309,9 @@ class _Cell:
 
     def step(self, out: _Emitter, x_gates, h, c, params: _Params, activations):
         """One time step: (x's gate inputs, H_{t-1}, C_{t-1}) -> (H_t, C_t); None states are zeros."""
-        fused = 2 if self.op == "GRU" else self.gates  # gates whose recurrence is H_{t-1} @ R^T
+        # Gates whose recurrence is one H_{t-1} @ R^T: all but a GRU's candidate when the reset gate
+        # multiplies H before R (with linear_before_reset it multiplies the product: one MatMul per step).
+        fused = 2 if self.op == "GRU" and not self.linear_before_reset else self.gates
         if h is None:
             h_gates = [None] * fused
         else:
@@ -330,7 +332,7 @@ class _Cell:
             z = activate(f, x_gates[0], h_gates[0])
             reset = activate(f, x_gates[1], h_gates[1])
             if self.linear_before_reset:  # h~ = g(x + r * (H @ Rh^T + Rbh))
-                inner = out.add(out.op("MatMul", [h, params.r_h_t]) if h is not None else None, params.r_bias_h)
+                inner = out.add(h_gates[2], params.r_bias_h)
                 candidate = activate(g, x_gates[2], out.op("Mul", [reset, inner]) if inner else None)
             else:  # h~ = g(x + (r * H) @ Rh^T)
                 reset_h = out.op("MatMul", [out.op("Mul", [reset, h]), params.r_h_t]) if h is not None else None
@@ -407,15 +409,24 @@ class _Emitter:
         bounds = np.cumsum([0, *sizes])
         return [self.slice(value, int(start), int(end), axis) for start, end in zip(bounds[:-1], bounds[1:])]
 
-    def slice(self, value: str, start: int, end: int, axis: int) -> str:
+    def slice(self, value: str, start, end, axis) -> str:
+        """value[start:end] along `axis`; or along several, each given as a list."""
+        starts, ends, axes = ([v] if isinstance(v, int) else list(v) for v in (start, end, axis))
         if self.opset < 10:
-            return self.op("Slice", [value], starts=[start], ends=[end], axes=[axis])
-        return self.op("Slice", [value, *(self.const(np.array([v], np.int64)) for v in (start, end, axis))])
+            return self.op("Slice", [value], starts=starts, ends=ends, axes=axes)
+        return self.op("Slice", [value, *(self.const(np.array(v, np.int64)) for v in (starts, ends, axes))])
 
-    def step(self, value: str, t: int, axis: int) -> str:
+    def step(self, value: str, t: int, axis: int, gate: tuple[int, int] | None = None) -> str:
         """value[t] along `axis`, as a Slice and a Squeeze: TVM imports a Gather with its index
-        normalised through shape ops at run time, a handful of kernels per step."""
-        sliced = self.slice(value, t, t + 1, axis)
+        normalised through shape ops at run time, a handful of kernels per step.
+
+        gate: (start, end) along the last axis as well, in the same Slice: one Slice per gate
+        fuses into the kernel that reads it, while a step's slice read by two kernels (an LSTM's
+        cell state and output gate) is a kernel of its own."""
+        if gate is None:
+            sliced = self.slice(value, t, t + 1, axis)
+        else:
+            sliced = self.slice(value, [t, gate[0]], [t + 1, gate[1]], [axis, 2])
         if self.opset < 13:
             return self.op("Squeeze", [sliced], axes=[axis])
         return self.op("Squeeze", [sliced, self.const(np.array([axis], np.int64))])

@@ -55,6 +55,7 @@ def ffi():
     """The tvm_ffi module, with TVM's runtime library loaded."""
     with _lock:
         if "tvm_runtime" not in _libraries:
+            size_thread_pool()
             _libraries["tvm_runtime"] = _load_runtime()
     return sys.modules["tvm_ffi"]
 
@@ -167,5 +168,39 @@ def to_cpu(tensor):
 
 
 def set_threads(threads: int | None) -> None:
-    """TVM's CPU thread pool is one per process: None or 0 gives its default (one per core)."""
-    ffi().get_global_func("runtime.config_threadpool")(1, threads or 0)  # 1: no big.LITTLE preference
+    """TVM's CPU thread pool is one per process: None or 0 gives one thread per physical core
+    (at most as many as the pool was first sized for)."""
+    tvm_ffi = ffi()
+    threads = threads or int(os.environ.get("TVM_NUM_THREADS") or 0)
+    tvm_ffi.get_global_func("runtime.config_threadpool")(1, threads)  # 1: no big.LITTLE preference
+
+
+def size_thread_pool() -> None:
+    """One TVM thread per physical core, unless the user chose (TVM_NUM_THREADS, OMP_NUM_THREADS).
+
+    TVM sizes its pool once, from these variables, else from half the logical CPUs on x86 (it
+    assumes 2-way SMT): on a VM without SMT, 1 of 2 cores. Call before the pool exists (its first
+    parallel kernel), as it cannot grow later, and before starting processes that run TVM code
+    (MetaSchedule's measuring workers inherit the variable).
+    """
+    if not (os.environ.get("TVM_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")):
+        os.environ["TVM_NUM_THREADS"] = str(physical_cores())
+
+
+def physical_cores() -> int:
+    """The cores this process may run on, counting SMT siblings (hyper-threads) once."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        siblings = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text()
+    except OSError:
+        return cpus
+    return max(1, cpus // max(1, cpus_in_list(siblings)))
+
+
+def cpus_in_list(cpu_list: str) -> int:
+    """How many CPUs a Linux CPU list names ("0", "0,16", "0-3,8-11")."""
+    count = 0
+    for part in cpu_list.strip().split(","):
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count

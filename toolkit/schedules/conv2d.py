@@ -5,14 +5,16 @@ O[n, f, y, x] += P[n, c, y*s + ry*d, x*s + rx*d] * W[f, c, ry, rx] (plain, strid
 1x1 and grouped, where the input channel is g * C/groups + c). The schedule follows the x86
 NCHWc schedules TVM had until 0.19, without changing the activations' layout:
 
-    for F/nr, Y/yt, X/xt (parallel when the kernel is large enough), n:
+    for n:
+      P[n] = pad(input[n])                      # rows in parallel where large enough
+      for F/nr, Y/yt, X/xt (parallel when the kernel is large enough):
         acc[yt, xt, nr] = 0                     # yt x xt x nr/lanes vector registers
         for c, ry, rx: acc[yy, xx, :] += P[n, c, y+yy+ry, x+xx+rx] * W[f:f+nr, c, ry, rx]  (yy, xx unrolled)
         O[n, f:f+nr, y:y+yt, x:x+xt] = epilogue(acc)  # bias, activation, residual add: fused
 
 The weight is re-laid out as [F/nr, C, KH, KW, nr] at compile time, so each step loads nr
-contiguous output channels. Depthwise convolutions (one input channel per group) vectorize
-along the output row instead.
+contiguous output channels. Depthwise convolutions (one input channel per group), and those with
+fewer output channels than a vector, vectorize along the output row instead.
 """
 
 from __future__ import annotations
@@ -31,68 +33,123 @@ class Conv2d(cpu.Rule):
     name = "conv2d"
 
     def _schedule(self, sch, func, target) -> bool:
-        main = _single_reduction_block(sch)
-        if main is None or not _is_multiply_add(sch.get(main)):
-            return False
-        block = sch.get(main)
-        axes = _conv_axes(block)
-        if axes is None:
-            return False
-        loops = sch.get_loops(main)
-        if len(loops) != len(block.iter_vars):
-            return False
-        loop_of = {iv.var: loop for iv, loop in zip(block.iter_vars, loops)}
-        extent_of = {iv.var: iv.dom.extent for iv in block.iter_vars}
-        n, f, y, x, c, ry, rx = (loop_of[v] for v in axes)
-        f_extent = cpu.static_extent(extent_of[axes[1]], unknown=0)
-        x_extent = cpu.static_extent(extent_of[axes[3]], unknown=0)
-        if not f_extent or not x_extent:
-            return False
-        lanes = cpu.vector_lanes(target, _dtype_bits(block))
-        depthwise = cpu.static_extent(extent_of[axes[4]], unknown=0) == 1 and _reads_channel_of_output(block, axes)
-        work = 1
-        for v in axes[1:]:
-            work *= cpu.static_extent(extent_of[v])
-
-        if depthwise:
-            _schedule_depthwise(sch, main, target, (n, f, y, x, c, ry, rx), lanes, x_extent, work)
-            return True
-        y_extent = cpu.static_extent(extent_of[axes[2]], unknown=0)
-        nr, yt, xt = _register_tile(target, lanes, f_extent, y_extent, x_extent)
-        fo, fi = sch.split(f, [None, nr])
-        # The register block covers yt rows of xt columns, so narrow late layers (7x7, 2x2) still fill it.
-        yo, yi = sch.split(y, [None, yt])
-        xo, xi = sch.split(x, [None, xt])
-        sch.reorder(fo, yo, xo, n, c, ry, rx, yi, xi, fi)
-        _pack_weight(sch, func, main, axes, nr, f_extent)
-        if cpu.cores(target) > 1 and work >= cpu.PARALLEL_MIN_WORK:
-            sch.parallel(sch.fuse(fo, yo, xo))
-        acc = sch.cache_write(main, 0, cpu.ACCUMULATOR_SCOPE)
-        # The accumulator tile as [pixel][f]: each register holds nr contiguous channels.
-        sch.transform_layout(main, ("write", 0), lambda n, f, y, x: (n, y, x, f))
-        _inline_epilogue(sch, acc)
-        sch.reverse_compute_at(acc, n)
-        sch.unroll(yi)
-        sch.unroll(xi)
-        sch.vectorize(fi)
-        sch.unroll(rx)
-        init = sch.decompose_reduction(main, c)
-        *_, y_init, x_init, f_init = sch.get_loops(init)
-        sch.unroll(y_init)
-        sch.unroll(x_init)
-        sch.vectorize(f_init)
-        _schedule_padding(sch, main, target)
-        *_, row = sch.get_loops(acc)  # the write-back walks the tile in NCHW order: x is contiguous
-        sch.vectorize(row)
-        return True
+        return schedule_conv(sch, func, target) is not None
 
 
-def _schedule_depthwise(sch, main, target, loops, lanes: int, x_extent: int, work: int) -> None:
+def schedule_conv(sch, func, target, zeros_per_product: int = 1) -> int | None:
+    """Schedule the kernel's convolution; the output channels of its vector tile (0: it vectorizes
+    along the row instead), or None where the kernel holds no NCHW convolution. `zeros_per_product`: how many of
+    the multiply-adds read a structural zero per one that does not (a transposed convolution's
+    dilation), for the decision to run in parallel."""
+    main = _single_reduction_block(sch)
+    if main is None or not _is_multiply_add(sch.get(main)):
+        return None
+    block = sch.get(main)
+    axes = _conv_axes(block)
+    if axes is None:
+        return None
+    loops = sch.get_loops(main)
+    if len(loops) != len(block.iter_vars):
+        return None
+    loop_of = {iv.var: loop for iv, loop in zip(block.iter_vars, loops)}
+    extent_of = {iv.var: iv.dom.extent for iv in block.iter_vars}
+    n, f, y, x, c, ry, rx = (loop_of[v] for v in axes)
+    f_extent = cpu.static_extent(extent_of[axes[1]], unknown=0)
+    x_extent = cpu.static_extent(extent_of[axes[3]], unknown=0)
+    if not f_extent or not x_extent:
+        return None
+    lanes = cpu.vector_lanes(target, _dtype_bits(block))
+    depthwise = cpu.static_extent(extent_of[axes[4]], unknown=0) == 1 and _reads_channel_of_output(block, axes)
+    work = 1
+    for v in axes[1:]:
+        work *= cpu.static_extent(extent_of[v])
+    parallel = cpu.cores(target) > 1 and work // zeros_per_product >= cpu.PARALLEL_MIN_WORK
+
+    y_extent = cpu.static_extent(extent_of[axes[2]], unknown=0)
+    if depthwise:
+        _schedule_depthwise(sch, main, target, (n, f, y, x, c, ry, rx), lanes, x_extent, parallel)
+        return 0
+    if f_extent < lanes and x_extent >= lanes and y_extent and _unit_stride(block, axes):
+        _schedule_rows(sch, main, target, (n, f, y, x, c, ry, rx), lanes, (f_extent, y_extent, x_extent), parallel)
+        return 0
+    nr, yt, xt = _register_tile(target, lanes, f_extent, y_extent, x_extent)
+    fo, fi = sch.split(f, [None, nr])
+    # The register block covers yt rows of xt columns, so narrow late layers (7x7, 2x2) still fill it.
+    yo, yi = sch.split(y, [None, yt])
+    xo, xi = sch.split(x, [None, xt])
+    # One image at a time, its padded copy made just before: with the batch inside the tile,
+    # 8 images' channel planes per tile thrashed the L1 and batch 8 ran at 2/3 of batch 1's speed.
+    sch.reorder(n, fo, yo, xo, c, ry, rx, yi, xi, fi)
+    _pack_weight(sch, func, main, axes, nr, f_extent)
+    tile = xo
+    if parallel:
+        tile = sch.fuse(fo, yo, xo)
+        sch.parallel(tile)
+    acc = sch.cache_write(main, 0, cpu.ACCUMULATOR_SCOPE)
+    # The accumulator tile as [pixel][f]: each register holds nr contiguous channels.
+    sch.transform_layout(main, ("write", 0), lambda n, f, y, x: (n, y, x, f))
+    _inline_epilogue(sch, acc)
+    sch.reverse_compute_at(acc, tile)
+    sch.unroll(yi)
+    sch.unroll(xi)
+    sch.vectorize(fi)
+    sch.unroll(rx)
+    init = sch.decompose_reduction(main, c)
+    *_, y_init, x_init, f_init = sch.get_loops(init)
+    sch.unroll(y_init)
+    sch.unroll(x_init)
+    sch.vectorize(f_init)
+    _schedule_padding(sch, main, target, n)
+    *_, row = sch.get_loops(acc)  # the write-back walks the tile in NCHW order: x is contiguous
+    sch.vectorize(row)
+    return nr
+
+
+def _schedule_rows(sch, main, target, loops, lanes: int, extents, parallel: bool) -> None:
+    """Fewer output channels than a vector (a generator's RGB or single-channel output): the
+    register block is all F channels x several rows x one vector of columns, for stride 1."""
+    n, f, y, x, c, ry, rx = loops
+    f_extent, y_extent, x_extent = extents
+    xo, xi = sch.split(x, [None, _vector_tile(x_extent, lanes)])
+    most = max(1, (cpu.vector_registers(target) - 4) // f_extent)
+    yt = max(d for d in range(1, y_extent + 1) if y_extent % d == 0 and d <= most)
+    yo, yi = sch.split(y, [None, yt])
+    sch.reorder(n, yo, xo, c, ry, rx, f, yi, xi)
+    tile = xo
+    if parallel:
+        tile = sch.fuse(yo, xo)
+        sch.parallel(tile)
+    acc = sch.cache_write(main, 0, cpu.ACCUMULATOR_SCOPE)
+    _inline_epilogue(sch, acc)
+    sch.reverse_compute_at(acc, tile)
+    sch.unroll(f)
+    sch.unroll(yi)
+    sch.vectorize(xi)
+    sch.unroll(rx)
+    init = sch.decompose_reduction(main, c)
+    *_, f_init, y_init, x_init = sch.get_loops(init)
+    sch.unroll(f_init)
+    sch.unroll(y_init)
+    sch.vectorize(x_init)
+    _schedule_padding(sch, main, target, n)
+    sch.vectorize(sch.get_loops(acc)[-1])
+
+
+def _unit_stride(block, axes) -> bool:
+    """Whether the input's column index is x + rx (stride 1, no dilation), so a row of outputs reads a contiguous row."""
+    from tvm import sym
+
+    index = block.reads[0].region[3].min
+    x, rx = axes[3], axes[6]
+    return [int(v) for v in sym.detect_linear_equation(index, [x, rx])[:2]] == [1, 1]
+
+
+def _schedule_depthwise(sch, main, target, loops, lanes: int, x_extent: int, parallel: bool) -> None:
     """One input channel per output channel: vectorize along the output row instead."""
     n, f, y, x, c, ry, rx = loops
     xo, xi = sch.split(x, [None, _vector_tile(x_extent, lanes)])
     sch.reorder(n, f, y, xo, c, ry, rx, xi)
-    if cpu.cores(target) > 1 and work >= cpu.PARALLEL_MIN_WORK:
+    if parallel:
         sch.parallel(sch.fuse(f, y))
     acc = sch.cache_write(main, 0, cpu.ACCUMULATOR_SCOPE)
     _inline_epilogue(sch, acc)
@@ -105,11 +162,14 @@ def _schedule_depthwise(sch, main, target, loops, lanes: int, x_extent: int, wor
     sch.vectorize(sch.get_loops(acc)[-1])
 
 
-def _schedule_padding(sch, main, target) -> None:
-    """The padded copy of the input (the producer left in the kernel): rows in parallel."""
+def _schedule_padding(sch, main, target, image=None) -> None:
+    """The padded copy of the input (the producer left in the kernel): rows in parallel; one
+    image at a time (under the loop `image`) where given."""
     for producer in sch.get_producers(main):
-        if sch.get(producer).name_hint.startswith("pad"):
-            loops = sch.get_loops(producer)
+        if sch.get(producer).name_hint.startswith(("pad", "data_pad")):
+            if image is not None:
+                sch.compute_at(producer, image)
+            loops = sch.get_loops(producer)[1 if image is not None else 0 :]
             elements = 1
             for loop in loops:
                 elements *= cpu.static_extent(sch.get(loop).extent)
@@ -191,11 +251,12 @@ def _vector_tile(x_extent: int, lanes: int) -> int:
     return lanes
 
 
-def _pack_weight(sch, func, main, axes, nr: int, f_extent: int) -> None:
+def _pack_weight(sch, func, main, axes, nr: int, f_extent: int) -> bool:
     """Re-lay a layout-free OIHW weight as [O/nr, I, H, W, nr]; `tune.build` folds it into the constants."""
     block = sch.get(main)
     if f_extent % nr or _layout_free_read(func, block) != 1:
-        return
+        return False
     rewrite = sch.cache_read(main, 1, "global")
     sch.annotate(rewrite, "meta_schedule.layout_rewrite_preproc", True)
     sch.transform_layout(main, ("read", 1), lambda o, i, h, w: (o // nr, i, h, w, o % nr))
+    return True

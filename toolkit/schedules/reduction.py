@@ -58,7 +58,11 @@ def _vectorize_inner(sch, block, lanes: int) -> None:
     if len(loops) <= 1:
         return
     extent = cpu.static_extent(sch.get(loops[-1]).extent, unknown=0)
-    if extent and extent <= lanes:
+    if not extent:
+        # A symbolic row (softmax over attention's keys): split into vectors, its tail would need a
+        # per-lane predicate, which TVM scalarizes; whole, LLVM vectorizes it with a remainder loop.
+        return
+    if extent <= lanes:
         if extent >= 2:
             sch.vectorize(loops[-1])
         return

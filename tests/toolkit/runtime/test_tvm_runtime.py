@@ -1,5 +1,6 @@
 """Running an artifact with TVM's runtime library alone: no compiler mapped, no torch imported."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,20 @@ def test_copies_in_and_out_of_tvm_tensors_keep_the_data(dtype):
     np.testing.assert_array_equal(tvm_runtime.to_numpy(tensor), array)
     moved = tvm_runtime.to_cpu(tvm_runtime.to_device(tensor, tvm_runtime.device("cpu")))
     np.testing.assert_array_equal(tvm_runtime.to_numpy(moved), array)
+
+
+def test_tvm_runs_a_thread_per_physical_core_unless_told_otherwise():
+    # TVM's own default is half the logical CPUs on x86, one of two cores on a VM without SMT
+    code = ("from toolkit.runtime import tvm_runtime\n"
+            "cores = tvm_runtime.physical_cores()\n"
+            "print(cores, tvm_runtime.ffi().get_global_func('runtime.NumThreads')())")
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    cores, threads = map(int, result.stdout.split())
+    assert threads == cores >= 1
+
+
+@pytest.mark.parametrize("cpu_list,count", [("0", 1), ("0,16\n", 2), ("0-3,8-11", 8)])
+def test_cpu_lists_are_counted_as_linux_writes_them(cpu_list, count):
+    assert tvm_runtime.cpus_in_list(cpu_list) == count

@@ -25,6 +25,8 @@ CASES = {
     "grouped": (8, 16, 6, 3, dict(group=2, pads=[1, 1, 1, 1])),
     "depthwise": (8, 8, 10, 3, dict(group=8, pads=[1, 1, 1, 1])),
     "5x5 six channels": (1, 6, 12, 5, {}),  # LeNet's first layer
+    # fewer output channels than a vector: vectorized along the row, 10 wide (not a whole vector)
+    "one output channel": (4, 1, 10, 3, dict(pads=[1, 1, 1, 1])),
     "7x7 late layer": (8, 16, 7, 3, dict(pads=[1, 1, 1, 1])),  # one vector of channels x a row of 7
     "2x2 late layer": (16, 32, 2, 3, dict(pads=[1, 1, 1, 1])),  # rows x columns in one register block
     "7x7 kernel stride 2": (3, 8, 11, 7, dict(pads=[3, 3, 3, 3], strides=[2, 2])),  # ResNet's stem

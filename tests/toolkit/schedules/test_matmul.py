@@ -51,3 +51,23 @@ def test_single_row_gemv_matches(rng):
     model = one_node_model("Gemm", {"x": [1, 50]}, {"w": _x(rng, 50, 40), "b": _x(rng, 40)}, 2)
     assert "matmul" in scheduled_rules(model).values()
     assert_matches_onnxruntime(model, [{"x": _x(rng, 1, 50)}])
+
+
+def test_attention_scores_with_a_symbolic_key_length_match(rng):
+    # GPT's Q @ K^T over a symbolic sequence: the columns (keys) have no static extent to split into
+    # vectors; lengths below, at and past a vector's width, with a fused epilogue
+    model = with_relu(one_node_model("MatMul", {"q": ["batch", 2, "seq", 9], "k": ["batch", 2, 9, "seq"]}, {}, 4))
+    assert set(scheduled_rules(model).values()) == {"matmul"}
+    assert_matches_onnxruntime(model, [{"q": _x(rng, b, 2, t, 9), "k": _x(rng, b, 2, 9, t)} for b, t in ((1, 1), (2, 8), (3, 13))])
+
+
+@pytest.mark.parametrize("in_features,out_features", [(48, 64), (37, 19), (256, 1024)])  # the last runs in parallel
+def test_batch_by_tokens_rows_are_padded_to_the_tile_and_match(rng, in_features, out_features):
+    # GPT's (batch, tokens, C) x (C, 4C), both leading axes symbolic: the token axis is padded to the
+    # register tile; token counts below, at and past it must write exactly their own rows
+    model = with_relu(one_node_model("MatMul", {"x": ["batch", "seq", in_features]},
+                                     {"w": _x(rng, in_features, out_features)}, 3))
+    script = scheduled_scripts(model)
+    assert "pad" in script and "T.vectorized" in script
+    assert script.count("< seq") >= 2  # the zero padding's read, and the write-back's bound on the rows
+    assert_matches_onnxruntime(model, [{"x": _x(rng, b, t, in_features)} for b, t in ((1, 1), (2, 13), (3, 8))])

@@ -37,3 +37,10 @@ def test_global_average_pool_matches_onnxruntime(rng):
     model = one_node_model("GlobalAveragePool", {"x": ["batch", 12, 7, 7]}, {}, 4)
     assert "row-reduction" in scheduled_rules(model).values()
     assert_matches_onnxruntime(model, [{"x": _x(rng, b, 12, 7, 7)} for b in (1, 3)])
+
+
+def test_softmax_over_a_symbolic_row_matches_onnxruntime(rng):
+    # attention's softmax over the keys: a row length known only at run time, below and past a vector
+    model = one_node_model("Softmax", {"x": ["batch", 2, "seq", "seq"]}, {}, 4, axis=-1)
+    assert "row-reduction" in scheduled_rules(model).values()
+    assert_matches_onnxruntime(model, [{"x": _x(rng, b, 2, t, t)} for b, t in ((1, 1), (2, 13))])
