@@ -65,6 +65,8 @@ class TvmSession(Session):
         if self._allocator == tvm_runtime.POOLED_ALLOCATOR:
             weakref.finalize(self, tvm_runtime.release_pooled_memory).atexit = False
         self._names = [o.name for o in outputs]
+        self._input_names = [s.name for s in inputs]
+        self._tensor_type = tvm_runtime.ffi().Tensor
         self._variants = StaticVariants(inputs, variants, variant_dims)
         self._host_memory = host_memory
         # The VM keeps per-call state, so each thread gets its own over the shared library.
@@ -108,13 +110,18 @@ class TvmSession(Session):
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._allocator == tvm_runtime.POOLED_ALLOCATOR:
             self._bound_pools(feeds)
-        to_tvm, to_numpy = (self._cpu_tensor, _cpu_numpy) if self._host_memory else (self._device_tensor, self._device_numpy)
+        if self._host_memory:
+            call = self._host_call(feeds)
+            function, args, to_numpy = call.function, call.fill(feeds), _cpu_numpy
+        else:
+            function = self._function(self.entry_for(feeds))
+            args, to_numpy = [self._device_tensor(s.name, feeds[s.name]) for s in self.inputs], self._device_numpy
         try:
-            result = self._function(self.entry_for(feeds))(*[to_tvm(s.name, feeds[s.name]) for s in self.inputs])
+            result = function(*args)
         except Exception as e:  # feeds that match the manifest's inputs: the library disagrees with its manifest
             raise DltkError(f"the compiled model cannot run these inputs: {first_line(e)}",
                             "its manifest.json does not describe its model.so; recompile the artifact") from e
-        values = [result] if isinstance(result, tvm_runtime.ffi().Tensor) else list(result)
+        values = (result,) if isinstance(result, self._tensor_type) else result
         return {name: to_numpy(value) for name, value in zip(self._names, values)}
 
     def run_dlpack(self, feeds: dict) -> dict:
@@ -153,23 +160,20 @@ class TvmSession(Session):
     def _device_numpy(value) -> np.ndarray:
         return tvm_runtime.to_numpy(tvm_runtime.to_cpu(value))
 
-    def _cpu_tensor(self, name: str, array: np.ndarray):
-        """The feed copied into this thread's aligned buffer for the input, kept from call to call
-        (a large one only for the call: its copy costs more than the allocation)."""
-        buffers = getattr(self._local, "buffers", None)
-        if buffers is None or len(buffers) > _MAX_BUFFERS:
-            buffers = self._local.buffers = {}
-        key = (name, array.shape, array.dtype.str)
-        entry = buffers.get(key)
-        if entry is None:
-            entry = _aligned_tensor(array.shape, array.dtype)
-            if array.nbytes <= _MAX_BUFFER_BYTES:
-                buffers[key] = entry
-        aligned, tensor = entry
-        if tensor is None:
-            return tvm_runtime.from_numpy(np.ascontiguousarray(array))
-        aligned[...] = array
-        return tensor
+    def _host_call(self, feeds: dict[str, np.ndarray]) -> _HostCall:
+        """This thread's call for the feeds' shapes (their dtypes are the inputs', checked before),
+        kept from call to call unless the feeds are large (their copy costs more than new buffers)."""
+        calls = getattr(self._local, "calls", None)
+        if calls is None or len(calls) > _MAX_CALLS:
+            calls = self._local.calls = {}
+        shapes = tuple([feeds[name].shape for name in self._input_names])
+        call = calls.get(shapes)
+        if call is None:
+            examples = [feeds[name] for name in self._input_names]
+            call = _HostCall(self._function(self.entry_for(feeds)), self._input_names, examples)
+            if sum(example.nbytes for example in examples) <= _MAX_BUFFER_BYTES:
+                calls[shapes] = call
+        return call
 
 
 # Copying into and out of TVM's own tensors (tvm.runtime.tensor(array), Tensor.numpy()) costs
@@ -178,8 +182,35 @@ class TvmSession(Session):
 # (TVM requires 64-byte alignment, and the caller's array must not be aliased), wrapped once as
 # a TVM tensor; outputs are copied out, as a model output can alias an input or a weight.
 _ALIGNMENT = 64
-_MAX_BUFFERS = 16  # distinct (input, shape) buffers a thread keeps before starting over
-_MAX_BUFFER_BYTES = 1 << 20  # larger feeds get a buffer for the call only
+_MAX_CALLS = 16  # distinct input shapes a thread keeps buffers for before starting over
+_MAX_BUFFER_BYTES = 1 << 20  # feeds larger than this in all get buffers for the call only
+
+
+class _HostCall:
+    """One entry function called on CPU feeds of one set of shapes: all a call needs besides the
+    feeds' values, worked out once. A small model runs in a few microseconds, less than looking up
+    its function and wrapping its buffers on every call took."""
+
+    def __init__(self, function, names: list[str], examples: list[np.ndarray]):
+        self.function = function
+        self._buffers = []  # (input name, aligned array) for each input its TVM tensor reads
+        self._args = []  # per input: its TVM tensor, or its name where DLPack cannot carry the dtype
+        for name, example in zip(names, examples):
+            aligned, tensor = _aligned_tensor(example.shape, example.dtype)
+            if tensor is None:
+                self._args.append(name)
+            else:
+                self._buffers.append((name, aligned))
+                self._args.append(tensor)
+        self._copied = len(self._buffers) < len(names)
+
+    def fill(self, feeds: dict[str, np.ndarray]) -> list:
+        """The call's input tensors, holding the feeds' values."""
+        for name, aligned in self._buffers:
+            aligned[...] = feeds[name]
+        if not self._copied:
+            return self._args
+        return [tvm_runtime.from_numpy(np.ascontiguousarray(feeds[a])) if isinstance(a, str) else a for a in self._args]
 
 
 def _aligned_tensor(shape, dtype):
