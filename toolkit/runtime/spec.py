@@ -42,16 +42,22 @@ def format_shape(shape) -> str:
 
 def validate_feeds(specs: list[TensorSpec], feeds: dict) -> dict[str, np.ndarray]:
     """Check names, dtypes and shapes (symbolic dims bound consistently); return numpy feeds."""
-    _check_names(specs, feeds)
+    if len(feeds) != len(specs):
+        _check_names(specs, feeds)
     bound: dict[str, int] = {}
     checked = {}
     for spec in specs:
-        value = feeds[spec.name]
+        value = feeds.get(spec.name, _MISSING)
+        if value is _MISSING:  # as many feeds as inputs, so another is unknown: named first
+            _check_names(specs, feeds)
         if not isinstance(value, np.ndarray):
             value = np.asarray(value)
         _check_tensor(spec, value.shape, _dtype_name(value.dtype), bound)
         checked[spec.name] = value
     return checked
+
+
+_MISSING = object()
 
 
 @functools.cache
@@ -90,17 +96,33 @@ def _check_tensor(spec: TensorSpec, shape: tuple, dtype: str, bound: dict[str, i
 
 
 def _shape_fits(expected, given, bound: dict[str, int]) -> bool:
-    if len(expected) != len(given):
+    symbols = _symbols_bound(expected, given)
+    if symbols is None:
         return False
+    for symbol, size in symbols:
+        if bound.setdefault(symbol, size) != size:  # one symbol, one size across all inputs
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _symbols_bound(expected: tuple, given: tuple) -> tuple | None:
+    """The (symbol, size) pairs a shape binds in the expected one, or None where it does not fit.
+
+    Worked out once per pair of shapes: every call of a session checks its feeds, and for a model
+    that answers in 20 us, each microsecond of checking shows in its latency."""
+    if len(expected) != len(given):
+        return None
+    symbols: dict[str, int] = {}
     for want, got in zip(expected, given):
         if want == "?":  # unknown size: anything goes
             continue
         if isinstance(want, str):
-            if bound.setdefault(want, got) != got:  # one symbol, one size across all inputs
-                return False
+            if symbols.setdefault(want, got) != got:
+                return None
         elif want != got:
-            return False
-    return True
+            return None
+    return tuple(symbols.items())
 
 
 # Integer inputs that take 0 or 1 by convention (Hugging Face's attention_mask, token_type_ids):
