@@ -1,20 +1,22 @@
-"""What `toolkit.runtime` adds over calling the TVM Relax VM directly (target: at most 20 us).
+"""What `toolkit.runtime` adds to a TVM call, beside ONNX Runtime's call of the same model (untuned compile).
 
-    PYTHONPATH=. python benchmarks/runtime_overhead.py mlp lenet --out benchmarks/results/amd-epyc-2c
+    PYTHONPATH=. python benchmarks/runtime_overhead.py perceptron gcn mlp autoencoder vae \
+        --out benchmarks/results/amd-epyc-2c
 
-Three ways to call the same compiled function, measured in alternating blocks (p50 of each):
-  vm-tensor:  vm[f](x_tvm) with the TVM tensor made before timing (the VM alone; no numpy in or out)
-  vm-numpy:   vm[f](tvm.runtime.tensor(x)).numpy()  (the plain way from numpy to numpy)
-  runtime:    runtime.load(artifact, backend="tvm").run({"input": x})  (feed checks, variant
-              dispatch, numpy in and out through DLPack)
-The overhead is runtime's p50 minus vm-numpy's (same work: numpy in, numpy out), and minus
-vm-tensor's for the bare VM call.
+Each model is exported and compiled as `dltk compile --no-shipped-records` does (no tuning
+records, so the dynamic-batch `main` runs), then three calls are measured in alternating blocks,
+p50 of each:
+  vm:       the compiled function on the Relax VM, its input tensors made before timing (the VM alone)
+  runtime:  runtime.load(artifact, backend="tvm").run(feeds)  (feed checks, copies in and out)
+  ort:      runtime.load(artifact, backend="ort").run(feeds)  (the same checks, ONNX Runtime's call)
+runtime - vm is what the runtime adds around the VM; runtime / ort is the ratio `dltk bench` reports.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -25,9 +27,12 @@ import numpy as np
 from toolkit import bench, runtime
 from toolkit.compile import compile_model
 from toolkit.export import export_model
+from toolkit.runtime import tvm_runtime
+from toolkit.tune import TuneOptions
 
 BLOCKS = 6
 CALLS = 2000
+BATCHES = (1, 8)
 
 
 def block(call) -> list[float]:
@@ -41,40 +46,34 @@ def block(call) -> list[float]:
     return samples
 
 
-def measure(name: str, workdir: Path, batch: int) -> dict:
-    import tvm
-    from tvm import relax
-
-    import models
-
+def compiled(name: str, workdir: Path) -> Path:
     onnx_path = workdir / f"{name}.onnx"
     export_model(name, onnx_path)
-    artifact = compile_model(onnx_path, workdir / f"{name}.tvm", choose_engine=False).artifact
-    session = runtime.load(artifact.path, backend="tvm")
-    x = models.get(name).sample(batch)[0].numpy()
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(artifact.file("model.so"))), tvm.cpu())
-    entry = vm[session.entry_for({"input": x})]  # the same function the runtime dispatches to
+    untuned = TuneOptions(db=workdir / "no-records", shipped=False)
+    return compile_model(onnx_path, workdir / f"{name}.tvm", tuning=untuned, choose_engine=False).artifact.path
 
-    x_tvm = tvm.runtime.tensor(x)
 
-    def vm_tensor():
-        return entry(x_tvm)
+def measure(name: str, artifact: Path, batch: int) -> dict:
+    tvm_session, ort_session = runtime.load(artifact, backend="tvm"), runtime.load(artifact, backend="ort")
+    feeds = runtime.random_feeds(tvm_session.inputs, {"batch": batch})
+    entry = tvm_session.virtual_machine()[tvm_session.entry_for(feeds)]  # the function run() dispatches to
+    tensors = [tvm_runtime.from_numpy(feeds[spec.name]) for spec in tvm_session.inputs]
+    expected = ort_session.run(feeds)
+    for output, value in tvm_session.run(feeds).items():
+        np.testing.assert_allclose(value, expected[output], atol=1e-4, rtol=1e-3)
 
-    def vm_numpy():
-        return entry(tvm.runtime.tensor(x)).numpy()
-
-    def through_runtime():
-        return session.run({"input": x})
-
-    np.testing.assert_allclose(vm_numpy(), through_runtime()["logits"])
-    calls = {"vm-tensor": vm_tensor, "vm-numpy": vm_numpy, "runtime": through_runtime}
+    calls = {"vm": lambda: entry(*tensors), "runtime": lambda: tvm_session.run(feeds), "ort": lambda: ort_session.run(feeds)}
     samples = {k: [] for k in calls}
+    block_p50 = {k: [] for k in calls}
     for _ in range(BLOCKS):
         for k, call in calls.items():
-            samples[k] += block(call)
+            taken = block(call)
+            samples[k] += taken
+            block_p50[k].append(float(np.median(taken)))
     p50 = {k: float(np.median(v)) for k, v in samples.items()}
-    return {"model": name, "batch": batch, "p50_us": p50, "overhead_vs_vm_numpy_us": p50["runtime"] - p50["vm-numpy"],
-            "overhead_vs_vm_tensor_us": p50["runtime"] - p50["vm-tensor"], "calls": BLOCKS * CALLS}
+    return {"model": name, "batch": batch, "p50_us": p50, "block_p50_us": block_p50,
+            "runtime_minus_vm_us": p50["runtime"] - p50["vm"], "runtime_over_ort": p50["runtime"] / p50["ort"],
+            "calls": BLOCKS * CALLS}
 
 
 def main() -> None:
@@ -82,32 +81,36 @@ def main() -> None:
     parser.add_argument("models", nargs="+")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    load_before = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            for batch in (1, 8):
-                rows.append(measure(name, Path(tmp), batch))
+            artifact = compiled(name, Path(tmp))
+            for batch in BATCHES:
+                rows.append(measure(name, artifact, batch))
                 print(json.dumps(rows[-1]), file=sys.stderr)
-    env = bench.environment()
+    load_after = os.getloadavg()
+    env = {**bench.environment(), "load_before": load_before, "load_after": load_after}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "runtime_overhead.json").write_text(json.dumps({"env": env, "results": rows}, indent=2) + "\n")
     lines = [
-        "# Runtime overhead: toolkit.runtime vs the TVM VM called directly",
+        "# Runtime overhead: what toolkit.runtime adds to a TVM call, beside ONNX Runtime",
         "",
-        f"Machine: {env['cpu']}, {env['cores']} cores. Target: at most 20 us added per call.",
+        f"Machine: {env['cpu']}, {env['cores']} cores; load average {', '.join(f'{x:.1f}' for x in load_before)} "
+        f"before, {', '.join(f'{x:.1f}' for x in load_after)} after. Untuned compiles (no records: the dynamic `main`).",
         "",
-        "| model | batch | vm-tensor p50 (us) | vm-numpy p50 (us) | runtime p50 (us) | runtime - vm-numpy (us) | runtime - vm-tensor (us) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| model | batch | vm p50 (us) | runtime p50 (us) | runtime - vm (us) | ort p50 (us) | runtime / ort | runtime / ort, block p50s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        p = r["p50_us"]
-        lines.append(f"| {r['model']} | {r['batch']} | {p['vm-tensor']:.1f} | {p['vm-numpy']:.1f} | {p['runtime']:.1f} | "
-                     f"{r['overhead_vs_vm_numpy_us']:+.1f} | {r['overhead_vs_vm_tensor_us']:+.1f} |")
-    lines += ["", "vm-tensor: the VM call alone, its input made before timing; vm-numpy: "
-              "`vm[f](tvm.runtime.tensor(x)).numpy()`; runtime: `runtime.load(artifact, backend=\"tvm\").run(...)`.",
-              "The runtime hands numpy arrays to TVM and back through DLPack (about 1 us) instead of",
-              "`tvm.runtime.tensor` and `.numpy()` (about 27 us and 10 us per call on this machine).",
-              "The machine was shared with other engineers' jobs while this ran."]
+        p, blocks = r["p50_us"], r["block_p50_us"]
+        ratios = sorted(t / o for t, o in zip(blocks["runtime"], blocks["ort"]))
+        lines.append(f"| {r['model']} | {r['batch']} | {p['vm']:.1f} | {p['runtime']:.1f} | {r['runtime_minus_vm_us']:+.1f} | "
+                     f"{p['ort']:.1f} | {r['runtime_over_ort']:.2f} | {ratios[0]:.2f}-{ratios[-1]:.2f} |")
+    lines += ["", "vm: the compiled function on the Relax VM, its inputs made before timing; runtime: "
+              "`runtime.load(artifact, backend=\"tvm\").run(feeds)`; ort: `runtime.load(artifact, backend=\"ort\").run(feeds)`; "
+              f"{BLOCKS} alternating blocks of {CALLS} calls each (p50 over all calls; the last column the range of the "
+              "blocks' own ratios)."]
     (args.out / "runtime_overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
