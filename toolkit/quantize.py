@@ -47,6 +47,8 @@ DEFAULT_CALIBRATION = 64  # samples
 CALIBRATION_BATCH = 8  # samples per calibration call: ResNet-18's activations at 64 at once take GBs
 EVAL_BATCH = 64  # held-out samples per ONNX Runtime call when scoring the metric
 HIGHER_IS_BETTER = {"accuracy"}
+# Node types whose second input is a weight: the layers int8 is for (output_layers keeps the last one fp32)
+WEIGHT_LAYERS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "LSTM", "GRU", "RNN"}
 # Node types ONNX Runtime's quantizers write: their count says how much of a graph was reduced.
 QUANTIZED_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv",
                  "QLinearMatMul", "DynamicQuantizeMatMul", "QAttention", "DynamicQuantizeLSTM", "QGemm"}
@@ -257,12 +259,14 @@ def output_layers(model: onnx.ModelProto) -> list[str]:
             and (n.output[0] in outputs or (readers[n.output[0]] == 1 and bias_add.get(n.output[0]) in outputs))]
 
 
-def _kept_fp32(model: onnx.ModelProto) -> list[str]:
-    """The output layers to leave in fp32: none when they are all the model's weight layers (a perceptron)."""
+def _kept_fp32(model: onnx.ModelProto, mode: str, op_types) -> list[str]:
+    """The output layers to leave in fp32: none when no other weight layer would be quantized (a perceptron,
+    or a GRU model: ONNX Runtime has no int8 GRU, its classifier is all there is to quantize)."""
     kept = output_layers(model)
+    quantizable = set(op_types) if op_types is not None else set(_quantizable(model, mode))
     weights = {t.name for t in model.graph.initializer}
     others = [n for n in model.graph.node if n.name not in kept and len(n.input) > 1 and n.input[1] in weights
-              and n.op_type in ("MatMul", "Gemm", "Conv", "ConvTranspose", "LSTM", "GRU", "RNN")]
+              and n.op_type in WEIGHT_LAYERS and _as_quantized(n.op_type, mode) in quantizable]
     return kept if others else []
 
 
@@ -283,7 +287,7 @@ def _quantize(model: onnx.ModelProto, mode: str, feeds: list[dict], per_channel:
             except Exception:  # it gives up on some dynamic axes (a sequence): plain inference suffices
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         # names from the prepared graph: its cleanup may have merged nodes (MatMul + Add into Gemm)
-        kept = [] if quantize_output_layer else _kept_fp32(onnx.load(str(prepared)))
+        kept = [] if quantize_output_layer else _kept_fp32(onnx.load(str(prepared)), mode, op_types)
         if mode == "dynamic":
             # quantize_dynamic first rewrites each Gemm NAME as NAME_MatMul + NAME_Add: exclude by either name
             quantize_dynamic(prepared, reduced, op_types_to_quantize=op_types, per_channel=per_channel,
