@@ -110,14 +110,13 @@ class TvmSession(Session):
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._allocator == tvm_runtime.POOLED_ALLOCATOR:
             self._bound_pools(feeds)
-        if self._host_memory:
-            call = self._host_call(feeds)
-            function, args, to_numpy = call.function, call.fill(feeds), _cpu_numpy
-        else:
-            function = self._function(self.entry_for(feeds))
-            args, to_numpy = [self._device_tensor(s.name, feeds[s.name]) for s in self.inputs], self._device_numpy
         try:
-            result = function(*args)
+            if self._host_memory:
+                call = self._host_call(feeds)
+                result, to_numpy = call.function(*call.fill(feeds)), _cpu_numpy
+            else:
+                args = [self._device_tensor(s.name, feeds[s.name]) for s in self.inputs]
+                result, to_numpy = self._function(self.entry_for(feeds))(*args), self._device_numpy
         except Exception as e:  # feeds that match the manifest's inputs: the library disagrees with its manifest
             raise DltkError(f"the compiled model cannot run these inputs: {first_line(e)}",
                             "its manifest.json does not describe its model.so; recompile the artifact") from e
