@@ -34,6 +34,7 @@ DOMAIN = "ai.dltk"
 OP_TYPE = "RecurrentSequence"
 LANES = 8  # float32 lanes of an AVX2 register; LLVM splits or joins them for other vector widths
 ACCUMULATORS = 8  # vector accumulators in flight per block: FMA latency x throughput on x86 cores
+PARALLEL_SEQUENCES = 4  # (direction, sequence) pairs from which the kernel runs on every core
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,12 @@ def padded(hidden: int) -> int:
     return -(-hidden // LANES) * LANES
 
 
-def _block_vectors(spec: KernelSpec) -> int:
-    """Vectors of hidden units computed together: enough independent accumulators to keep the
-    FMA units busy, a divisor of the row so no block is partial."""
+def _block_vectors(spec: KernelSpec, sequences: int) -> int:
+    """Vectors of hidden units computed together for `sequences` sequences: enough independent
+    accumulators to keep the FMA units busy, a divisor of the row so no block is partial."""
     vectors = padded(spec.hidden) // LANES
-    wanted = max(1, ACCUMULATORS // spec.gates)
+    rows = spec.gates + (1 if spec.op == "GRU" and spec.linear_before_reset else 0)
+    wanted = max(1, ACCUMULATORS // (rows * sequences))
     return max(d for d in range(1, vectors + 1) if vectors % d == 0 and d <= wanted)
 
 
@@ -91,8 +93,7 @@ def build_kernel(spec: KernelSpec):
     steps, hidden, hp, gates, dirs = spec.steps, spec.hidden, padded(spec.hidden), spec.gates, spec.directions
     lstm, gru = spec.op == "LSTM", spec.op == "GRU"
     gru_reset_first = gru and not spec.linear_before_reset  # (r * h) @ Rh: a second pass per step
-    block = _block_vectors(spec)
-    blocks = hp // (block * LANES)
+    rows = gates + 1 if gru and spec.linear_before_reset else gates  # accumulators per lane: + the candidate's H @ Rh
 
     def const(value):
         return tirx.const(value, f32)
@@ -121,29 +122,39 @@ def build_kernel(spec: KernelSpec):
             y_h = arg("Y_h", by_layout(dirs, batch, hidden))
             y_c = arg("Y_c", by_layout(dirs, batch, hidden)) if lstm else None
 
-            with T.parallel(0, dirs * batch) as db:
-                d, b = db // batch, db % batch
-                h = T.alloc_buffer((hp,), f32, scope="local")
-                h_new = T.alloc_buffer((hp,), f32, scope="local")
-                c = T.alloc_buffer((hp,), f32, scope="local") if lstm else None
-                z_gate = T.alloc_buffer((hp,), f32, scope="local") if gru_reset_first else None
-                reset_h = T.alloc_buffer((hp,), f32, scope="local") if gru_reset_first else None
-                rows = gates + 1 if gru and spec.linear_before_reset else gates  # + the candidate's H @ Rh
-                acc = T.alloc_buffer((rows, block, LANES), f32, scope="local")
+            def sequences(index, count):
+                """Sequences count*k .. count*k+count-1 of one direction, start to end, side by side: each
+                weight vector loaded serves all of them. A last group past the batch repeats the last
+                sequence, which writes the same values twice."""
+                groups = (batch + count - 1) // count
+                d = index // groups
+                first = (index % groups) * count
+                seq = [tirx.min(first + i, batch - 1) if count > 1 else first for i in range(count)]
+                block = _block_vectors(spec, count)
+                blocks = hp // (block * LANES)
 
-                def state_index(j):
-                    return by_layout(d, b, j)
+                def local(*shape):
+                    return T.alloc_buffer(shape, f32, scope="local")
 
-                for state, initial in ((h, h0), (c, c0)):
-                    if state is None:
-                        continue
-                    with T.serial(0, hp) as j:
-                        T.buffer_store(state, const(0.0), [j])
-                    if initial is not None:
-                        with T.serial(0, hidden) as j:
-                            T.buffer_store(state, initial[state_index(j)], [j])
+                h, h_new = local(count, hp), local(count, hp)
+                c, c_new = (local(count, hp), local(count, hp)) if lstm else (None, None)
+                z_gate, reset_h = (local(count, hp), local(count, hp)) if gru_reset_first else (None, None)
+                acc = local(count, rows, block, LANES)
 
-                length = lengths[b] if lengths is not None else tirx.const(steps, "int32")
+                def state_index(i, j):
+                    return by_layout(d, seq[i], j)
+
+                for i in range(count):
+                    for state, initial in ((h, h0), (c, c0)):
+                        if state is None:
+                            continue
+                        with T.serial(0, hp) as j:
+                            T.buffer_store(state, const(0.0), [i, j])
+                        if initial is not None:
+                            with T.serial(0, hidden) as j:
+                                T.buffer_store(state, initial[state_index(i, j)], [i, j])
+
+                length = [lengths[b] if lengths is not None else tirx.const(steps, "int32") for b in seq]
 
                 def activation(slot, value, clip=True):
                     """Activation `slot` of the cell (f, g or h) on a vector; per direction when they differ.
@@ -156,21 +167,23 @@ def build_kernel(spec: KernelSpec):
                     forward, backward = (_activation(tirx, *acts[slot], value) for acts in spec.activations)
                     return tirx.Select(d == 0, forward, backward)
 
-                def for_block(body):
-                    """body(j, jb, v) over every lane of the current block, jb and g unrolled."""
-                    with T.unroll(0, block) as jb:
-                        with T.vectorized(0, LANES) as v:
-                            body(jb, v)
+                def for_lanes(body, start):
+                    """body(i, jb, v, j) on every lane of the current block of every sequence."""
+                    for i in range(count):
+                        with T.unroll(0, block) as jb:
+                            with T.vectorized(0, LANES) as v:
+                                body(i, jb, v, start + jb * LANES + v)
 
-                def accumulate(rows_of, count, value_of, weights, block_start):
-                    """acc[row] += value_of(k) * weights[d, k, gate, j] over k < count, for (gate, row) in rows_of."""
-                    with T.serial(0, count) as k:
-                        scalar = value_of(k)
+                def accumulate(rows_of, size, value_of, weights, start):
+                    """acc[i, row] += value_of(i, k) * weights[d, k, gate, j] over k < size, for (gate, row) in rows_of."""
+                    with T.serial(0, size) as k:
+                        scalars = [value_of(i, k) for i in range(count)]
                         for gate, row in rows_of:
                             with T.unroll(0, block) as jb:
                                 with T.vectorized(0, LANES) as v:
-                                    j = block_start + jb * LANES + v
-                                    T.buffer_store(acc, acc[row, jb, v] + scalar * weights[d, k, gate, j], [row, jb, v])
+                                    weight = weights[d, k, gate, start + jb * LANES + v]
+                                    for i in range(count):
+                                        T.buffer_store(acc, acc[i, row, jb, v] + scalars[i] * weight, [i, row, jb, v])
 
                 with T.serial(0, steps) as s:
                     if dirs == 2:
@@ -178,96 +191,104 @@ def build_kernel(spec: KernelSpec):
                     else:
                         t = steps - 1 - s if spec.reverse else s
 
-                    def x_at(k):
-                        return x[by_layout(t, b, k)]
+                    with T.serial(0, blocks) as blk:
+                        start = blk * (block * LANES)
 
-                    def h_at(k):
-                        return h[k]
+                        def init(i, jb, v, j):  # acc = bias (+ Rbh in its own row)
+                            for gate in range(gates):
+                                T.buffer_store(acc, bias[d, gate, j], [i, gate, jb, v])
+                            if rows > gates:
+                                T.buffer_store(acc, r_bias_h[d, 0, j], [i, gates, jb, v])
 
-                    with T.If(t < length):
-                        with T.Then():
-                            with T.serial(0, blocks) as blk:
-                                start = blk * (block * LANES)
+                        for_lanes(init, start)
+                        accumulate([(g, g) for g in range(gates)], spec.features,
+                                   lambda i, k: x[by_layout(t, seq[i], k)], w, start)
+                        if gru and spec.linear_before_reset:
+                            recurrent_rows = [(0, 0), (1, 1), (2, gates)]
+                        elif gru:
+                            recurrent_rows = [(0, 0), (1, 1)]  # the candidate waits for the reset gate
+                        else:
+                            recurrent_rows = [(g, g) for g in range(gates)]
+                        accumulate(recurrent_rows, hidden, lambda i, k: h[i, k], r, start)
 
-                                def lane(jb, v):
-                                    return start + jb * LANES + v
+                        def cell(i, jb, v, j):
+                            a = [acc[i, row, jb, v] for row in range(rows)]
+                            if spec.op == "RNN":
+                                T.buffer_store(h_new, activation(0, a[0]), [i, j])
+                            elif gru:
+                                z = activation(0, a[0])
+                                reset = activation(0, a[1])
+                                if spec.linear_before_reset:
+                                    candidate = activation(1, a[2] + reset * a[3])
+                                    T.buffer_store(h_new, (const(1.0) - z) * candidate + z * h[i, j], [i, j])
+                                else:  # the candidate's input part waits in h_new
+                                    T.buffer_store(z_gate, z, [i, j])
+                                    T.buffer_store(reset_h, reset * h[i, j], [i, j])
+                                    T.buffer_store(h_new, a[2], [i, j])
+                            else:  # LSTM: gates i, o, f, c
+                                def peephole(k, cell_state):
+                                    return peep[d, k, j] * cell_state if peep is not None else const(0.0)
 
-                                # acc = bias (+ Rbh in its own row), then the input and recurrent products
-                                def init(jb, v):
-                                    for gate in range(gates):
-                                        T.buffer_store(acc, bias[d, gate, lane(jb, v)], [gate, jb, v])
-                                    if rows > gates:
-                                        T.buffer_store(acc, r_bias_h[d, 0, lane(jb, v)], [gates, jb, v])
+                                c_prev = c[i, j]
+                                input_gate = activation(0, a[0] + peephole(0, c_prev))
+                                forget = (const(1.0) - input_gate) if spec.input_forget else activation(0, a[2] + peephole(2, c_prev))
+                                T.buffer_store(c_new, forget * c_prev + input_gate * activation(1, a[3]), [i, j])
+                                output_gate = activation(0, a[1] + peephole(1, c_new[i, j]))
+                                T.buffer_store(h_new, output_gate * activation(2, c_new[i, j], clip=False), [i, j])
 
-                                for_block(init)
-                                accumulate([(g, g) for g in range(gates)], spec.features, x_at, w, start)
-                                if gru and spec.linear_before_reset:
-                                    recurrent_rows = [(0, 0), (1, 1), (2, gates)]
-                                elif gru:
-                                    recurrent_rows = [(0, 0), (1, 1)]  # the candidate waits for the reset gate
-                                else:
-                                    recurrent_rows = [(g, g) for g in range(gates)]
-                                accumulate(recurrent_rows, hidden, h_at, r, start)
+                        for_lanes(cell, start)
 
-                                def cell(jb, v):
-                                    j = lane(jb, v)
-                                    if spec.op == "RNN":
-                                        T.buffer_store(h_new, activation(0, acc[0, jb, v]), [j])
-                                    elif gru:
-                                        z = activation(0, acc[0, jb, v])
-                                        reset = activation(0, acc[1, jb, v])
-                                        if spec.linear_before_reset:
-                                            candidate = activation(1, acc[2, jb, v] + reset * acc[3, jb, v])
-                                            T.buffer_store(h_new, (const(1.0) - z) * candidate + z * h[j], [j])
-                                        else:  # the candidate's input part waits in h_new
-                                            T.buffer_store(z_gate, z, [j])
-                                            T.buffer_store(reset_h, reset * h[j], [j])
-                                            T.buffer_store(h_new, acc[2, jb, v], [j])
-                                    else:  # LSTM: gates i, o, f, c
-                                        def peephole(k, cell_state):
-                                            return peep[d, k, j] * cell_state if peep is not None else const(0.0)
+                    if gru_reset_first:  # h~ = g(x_h + (r * H) @ Rh^T): every reset gate is known now
+                        with T.serial(0, blocks) as blk:
+                            start = blk * (block * LANES)
 
-                                        i = activation(0, acc[0, jb, v] + peephole(0, c[j]))
-                                        forget = (const(1.0) - i) if spec.input_forget else activation(0, acc[2, jb, v] + peephole(2, c[j]))
-                                        c_new = forget * c[j] + i * activation(1, acc[3, jb, v])
-                                        o = activation(0, acc[1, jb, v] + peephole(1, c_new))
-                                        # h first: c_new is an expression that reads c[j]
-                                        T.buffer_store(h_new, o * activation(2, c_new, clip=False), [j])
-                                        T.buffer_store(c, c_new, [j])
+                            def init_candidate(i, jb, v, j):
+                                T.buffer_store(acc, h_new[i, j], [i, 2, jb, v])
 
-                                for_block(cell)
+                            for_lanes(init_candidate, start)
+                            accumulate([(2, 2)], hidden, lambda i, k: reset_h[i, k], r, start)
 
-                            if gru_reset_first:  # h~ = g(x_h + (r * H) @ Rh^T): every reset gate is known now
-                                with T.serial(0, blocks) as blk:
-                                    start = blk * (block * LANES)
+                            def candidate(i, jb, v, j):
+                                z = z_gate[i, j]
+                                T.buffer_store(h_new, (const(1.0) - z) * activation(1, acc[i, 2, jb, v]) + z * h[i, j], [i, j])
 
-                                    def init_candidate(jb, v):
-                                        T.buffer_store(acc, h_new[start + jb * LANES + v], [2, jb, v])
+                            for_lanes(candidate, start)
 
-                                    for_block(init_candidate)
-                                    accumulate([(2, 2)], hidden, lambda k: reset_h[k], r, start)
-
-                                    def candidate(jb, v):
-                                        j = start + jb * LANES + v
-                                        z = z_gate[j]
-                                        T.buffer_store(h_new, (const(1.0) - z) * activation(1, acc[2, jb, v]) + z * h[j], [j])
-
-                                    for_block(candidate)
-
-                            with T.serial(0, hp) as j:
-                                T.buffer_store(h, h_new[j], [j])
-                            with T.serial(0, hidden) as j:
-                                T.buffer_store(y, h[j], _y_index(spec, t, d, b, j))
-                        with T.Else():  # past the sequence's end: the states hold, Y is zero
-                            with T.serial(0, hidden) as j:
-                                T.buffer_store(y, const(0.0), _y_index(spec, t, d, b, j))
+                    # past a sequence's end its states hold and Y is zero
+                    for i in range(count):
+                        inside = t < length[i]
+                        with T.vectorized(0, hp) as j:
+                            T.buffer_store(h, tirx.Select(inside, h_new[i, j], h[i, j]), [i, j])
+                            if lstm:
+                                T.buffer_store(c, tirx.Select(inside, c_new[i, j], c[i, j]), [i, j])
+                        with (T.vectorized if hidden % LANES == 0 else T.serial)(0, hidden) as j:
+                            T.buffer_store(y, tirx.Select(inside, h_new[i, j], const(0.0)), _y_index(spec, t, d, seq[i], j))
 
                 # an empty sequence ends in zero states, not the initial ones (as ONNX Runtime does)
-                for final, state in ((y_h, h), (y_c, c)):
-                    if final is None:
-                        continue
-                    with T.serial(0, hidden) as j:
-                        T.buffer_store(final, tirx.Select(length > 0, state[j], const(0.0)), state_index(j))
+                for i in range(count):
+                    for final, state in ((y_h, h), (y_c, c)):
+                        if final is None:
+                            continue
+                        with T.serial(0, hidden) as j:
+                            T.buffer_store(final, tirx.Select(length[i] > 0, state[i, j], const(0.0)), state_index(i, j))
+
+            # Two sequences side by side share each weight load (the weights outgrow L1, so loads
+            # are the limit); all cores only where there is work for both: the pool waits for every
+            # worker to check in, a cost one short sequence does not repay (and on a busy machine a
+            # descheduled worker stalls the call).
+            pairs = dirs * ((batch + 1) // 2)
+            with T.If(batch == 1):
+                with T.Then():
+                    with T.serial(0, dirs) as index:
+                        sequences(index, 1)
+                with T.Else():
+                    with T.If(dirs * batch >= PARALLEL_SEQUENCES):
+                        with T.Then():
+                            with T.parallel(0, pairs) as index:
+                                sequences(index, 2)
+                        with T.Else():
+                            with T.serial(0, pairs) as index:
+                                sequences(index, 2)
     return builder.get()
 
 
