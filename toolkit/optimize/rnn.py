@@ -1,10 +1,18 @@
-"""Lower ONNX LSTM, GRU and RNN nodes into primitive ONNX ops, unrolled over time, for TVM.
+"""Lower ONNX LSTM, GRU and RNN nodes for TVM: one whole-sequence kernel each on CPUs, else unrolled.
 
 TVM 0.27's ONNX importer has no converter for LSTM, GRU or RNN. This module rewrites each
-such node, as the ONNX spec defines it, into MatMul/Add/Mul/activations/Gather/Slice/Squeeze/Concat/
-Where nodes, one copy of the cell per time step, before the graph reaches `from_onnx`.
+such node, as the ONNX spec defines it, before the graph reaches `from_onnx`, in one of two ways:
+- `kernels=True` (CPU targets, float32): the weights packed for `rnn_kernel`'s TIR kernel (ONNX
+  ops on constants, folded at compile time) and one `ai.dltk` RecurrentSequence node, which
+  `rnn_kernel.converters()` imports as a call of that kernel: the time loop runs inside one call.
+- otherwise: MatMul/Add/Mul/activations/Slice/Squeeze/Concat/Where nodes, one copy of the cell per
+  time step (GPU targets, where dlight schedules those ops, and float64/float16 nodes).
 
-Why an ONNX-to-ONNX rewrite rather than converters registered into TVM's frontend table:
+The unrolled form is plain ONNX, and stays the reference the kernel path is checked against.
+
+Why the unrolled form is an ONNX-to-ONNX rewrite rather than converters registered into TVM's
+frontend table (the kernel path does register one, for its own node, as a measured exception:
+the unrolled graph ran 2-4 kernels per time step and lost to ONNX Runtime's fused kernel):
 - It uses only public, versioned ONNX: the frontend's converter table and its `bb`/`params`
   calling convention are TVM internals that change between releases.
 - The rewritten graph is still ONNX, so ONNX Runtime can run it and check the rewrite alone,

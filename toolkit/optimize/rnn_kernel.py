@@ -4,13 +4,13 @@
 constants by TVM) and replaces the node with one `ai.dltk` RecurrentSequence node, which the
 converter here turns into a `call_tir` of a PrimFunc written for it:
 
-    for (direction, sequence) in parallel:         # independent: the 2 cores share them
-        h, c = initial states (or zeros)            # one row each, kept in registers and L1
-        for each time step t (backwards for a reverse direction), while t < sequence_lens[b]:
-            for each block of hidden units:          # JB x 8 lanes, G gates: ~8 accumulators
-                gates = bias + x_t @ W^T + h @ R^T   # broadcast-FMA over 8-lane vectors
+    for (direction, two sequences) in parallel:    # independent; on every core from 4 pairs up
+        h, c = initial states (or zeros)            # one row per sequence, in L1
+        for each time step t (backwards for a reverse direction):
+            for each block of hidden units:          # JB x 8 lanes x G gates x 2 sequences: 8 accumulators
+                gates = bias + x_t @ W^T + h @ R^T   # broadcast-FMA, each weight vector loaded once for both
                 h_new, c_new = the cell's gate math  # activations as vector TIR (fast_math)
-            h = h_new; Y[t] = h
+            h, c = h_new, c_new where t < sequence_lens[b]; Y[t] = h_new there, else 0
 
 Why a whole-sequence kernel: the unrolled graph ran 2-4 kernels per time step (the recurrent
 matmul, then gate arithmetic), each a VM call with its own allocation, while ONNX Runtime runs
