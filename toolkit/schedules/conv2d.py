@@ -19,6 +19,8 @@ fewer output channels than a vector, vectorize along the output row instead.
 
 from __future__ import annotations
 
+import math
+
 from toolkit.schedules import cpu
 from toolkit.schedules.matmul import (
     _dtype_bits,
@@ -69,21 +71,27 @@ def schedule_conv(sch, func, target, zeros_per_product: int = 1) -> int | None:
     if depthwise:
         _schedule_depthwise(sch, main, target, (n, f, y, x, c, ry, rx), lanes, x_extent, parallel)
         return 0
-    if f_extent < lanes and x_extent >= lanes and y_extent and _unit_stride(block, axes):
-        _schedule_rows(sch, main, target, (n, f, y, x, c, ry, rx), lanes, (f_extent, y_extent, x_extent), parallel)
+    group_channels = _group_channels(block, axes, f_extent)
+    if (f_extent < lanes or group_channels % lanes) and x_extent >= lanes and y_extent and _unit_stride(block, axes):
+        _schedule_rows(sch, main, target, (n, f, y, x, c, ry, rx), lanes, (f_extent, y_extent, x_extent), parallel,
+                       group_channels)
         return 0
-    nr, yt, xt = _register_tile(target, lanes, f_extent, y_extent, x_extent)
+    nr, yt, xt = _register_tile(target, lanes, f_extent, y_extent, x_extent, group_channels)
+    groups = []
+    if group_channels < f_extent:  # the group as a loop of its own: its input channels are g * C/groups + c
+        group, f = sch.split(f, [None, group_channels])
+        groups = [group]
     fo, fi = sch.split(f, [None, nr])
     # The register block covers yt rows of xt columns, so narrow late layers (7x7, 2x2) still fill it.
     yo, yi = sch.split(y, [None, yt])
     xo, xi = sch.split(x, [None, xt])
     # One image at a time, its padded copy made just before: with the batch inside the tile,
     # 8 images' channel planes per tile thrashed the L1 and batch 8 ran at 2/3 of batch 1's speed.
-    sch.reorder(n, fo, yo, xo, c, ry, rx, yi, xi, fi)
+    sch.reorder(n, *groups, fo, yo, xo, c, ry, rx, yi, xi, fi)
     _pack_weight(sch, func, main, axes, nr, f_extent)
     tile = xo
     if parallel:
-        tile = sch.fuse(fo, yo, xo)
+        tile = sch.fuse(*groups, fo, yo, xo)
         sch.parallel(tile)
     acc = sch.cache_write(main, 0, cpu.ACCUMULATOR_SCOPE)
     # The accumulator tile as [pixel][f]: each register holds nr contiguous channels.
@@ -105,19 +113,29 @@ def schedule_conv(sch, func, target, zeros_per_product: int = 1) -> int | None:
     return nr
 
 
-def _schedule_rows(sch, main, target, loops, lanes: int, extents, parallel: bool) -> None:
-    """Fewer output channels than a vector (a generator's RGB or single-channel output): the
-    register block is all F channels x several rows x one vector of columns, for stride 1."""
+def _schedule_rows(sch, main, target, loops, lanes: int, extents, parallel: bool, group_channels: int) -> None:
+    """Channels no vector of them fits, for stride 1: fewer output channels than a vector (a
+    generator's RGB output), or groups of a channel count the vector does not divide (ShuffleNet's
+    34 and 68). The register block is a few channels of one group (all F where there are no groups)
+    x several rows x one vector of columns."""
     n, f, y, x, c, ry, rx = loops
     f_extent, y_extent, x_extent = extents
+    registers = cpu.vector_registers(target) - 4
+    outer = []
+    f_tile = f_extent
+    if group_channels < f_extent:  # the group a loop of its own, so a tile reads one group's input channels
+        f_tile = max(d for d in range(1, registers // 2 + 1) if group_channels % d == 0)
+        group, f = sch.split(f, [None, group_channels])
+        channel_tile, f = sch.split(f, [None, f_tile])
+        outer = [group, channel_tile]
     xo, xi = sch.split(x, [None, _vector_tile(x_extent, lanes)])
-    most = max(1, (cpu.vector_registers(target) - 4) // f_extent)
+    most = max(1, registers // f_tile)
     yt = max(d for d in range(1, y_extent + 1) if y_extent % d == 0 and d <= most)
     yo, yi = sch.split(y, [None, yt])
-    sch.reorder(n, yo, xo, c, ry, rx, f, yi, xi)
+    sch.reorder(n, *outer, yo, xo, c, ry, rx, f, yi, xi)
     tile = xo
     if parallel:
-        tile = sch.fuse(yo, xo)
+        tile = sch.fuse(*outer, yo, xo)
         sch.parallel(tile)
     acc = sch.cache_write(main, 0, cpu.ACCUMULATOR_SCOPE)
     _inline_epilogue(sch, acc)
@@ -216,19 +234,44 @@ def _reads_channel_of_output(block, axes) -> bool:
     return axes[1] in _vars_in(block.reads[0].region[1].min)
 
 
-def _register_tile(target, lanes: int, f_extent: int, y_extent: int, x_extent: int) -> tuple[int, int, int]:
+def _group_channels(block, axes, f_extent: int) -> int:
+    """Output channels per group: F for a plain convolution, F / groups for a grouped one.
+
+    A grouped convolution reads input channel (f // (F/groups)) * C/groups + c. A register tile
+    of channels that straddles two groups reads a different input channel in each lane, a gather
+    per multiply-add (ShuffleNet's 4-group 1x1 convolutions of 68 channels per group, 16 per tile,
+    ran 20-50x slower than ONNX Runtime); the tile must divide the channels of one group.
+    """
+    if axes[1] not in _vars_in(block.reads[0].region[1].min):
+        return f_extent
+    data = block.reads[0].source
+    in_channels = cpu.static_extent(data.shape[1], unknown=0)
+    group_in = cpu.static_extent(block.iter_vars[4].dom.extent, unknown=0)
+    if not in_channels or not group_in or in_channels % group_in:
+        return f_extent
+    groups = in_channels // group_in
+    return f_extent // groups if f_extent % groups == 0 else 1
+
+
+def _register_tile(target, lanes: int, f_extent: int, y_extent: int, x_extent: int,
+                   group_channels: int) -> tuple[int, int, int]:
     """(output channels, rows, columns) of the accumulator tile: the one with the most accumulators.
 
     Two vectors of channels (where they divide F) take up to (registers - 4) / 2 pixels, leaving
     registers for the broadcast input and the weights; one vector takes up to registers / 2 - 1
     (a 7x7 layer: 7 pixels of one vector beat 1 pixel of two, measured on a Zen 3). Pixels are
-    rows x columns that divide the output, wider rather than taller.
+    rows x columns that divide the output, wider rather than taller. In a grouped convolution the
+    channels of a tile stay within one group: they divide `group_channels` (half a vector for
+    ShuffleNet's 68 per group).
     """
     registers = cpu.vector_registers(target)
     options = []
-    if f_extent % (2 * lanes) == 0:
+    if group_channels % (2 * lanes) == 0:
         options.append((2 * lanes, (registers - 4) // 2))
-    options.append((lanes if f_extent >= lanes else f_extent, registers // 2 - 1))
+    if group_channels < f_extent:  # grouped: the channels of a tile stay within one group
+        options.append((math.gcd(group_channels, lanes), registers // 2 - 1))
+    else:
+        options.append((lanes if f_extent >= lanes else f_extent, registers // 2 - 1))
     best = None
     for nr, most in options:
         yt, xt = _pixel_tile(y_extent or 1, x_extent, most)
@@ -246,9 +289,12 @@ def _pixel_tile(y_extent: int, x_extent: int, most: int) -> tuple[int, int]:
 
 
 def _vector_tile(x_extent: int, lanes: int) -> int:
+    """Columns per vector: a whole vector where the row allows, else a divisor of the row over half
+    a vector (14 -> 7): a vector of a row's tail is masked, and its accumulator then spans the whole
+    output rather than the tile."""
     if x_extent % lanes == 0 or x_extent < lanes:
         return min(x_extent, lanes)
-    return lanes
+    return next((d for d in range(lanes - 1, lanes // 2, -1) if x_extent % d == 0), lanes)
 
 
 def _pack_weight(sch, func, main, axes, nr: int, f_extent: int) -> bool:

@@ -24,6 +24,10 @@ CASES = {
     "1x1": (8, 24, 7, 1, {}),
     "grouped": (8, 16, 6, 3, dict(group=2, pads=[1, 1, 1, 1])),
     "depthwise": (8, 8, 10, 3, dict(group=8, pads=[1, 1, 1, 1])),
+    # groups of channels no vector divides (ShuffleNet's 68 per group): rows of 7 columns, tiles inside a group
+    "grouped 1x1, 6 per group": (12, 24, 14, 1, dict(group=4)),
+    "grouped 3x3, 12 per group, odd width": (8, 24, 11, 3, dict(group=2, pads=[1, 1, 1, 1])),
+    "grouped 7x7 map, 12 per group": (16, 48, 7, 1, dict(group=4)),  # too narrow for rows: channel tiles of 4
     "5x5 six channels": (1, 6, 12, 5, {}),  # LeNet's first layer
     # fewer output channels than a vector: vectorized along the row, 10 wide (not a whole vector)
     "one output channel": (4, 1, 10, 3, dict(pads=[1, 1, 1, 1])),
