@@ -289,6 +289,21 @@ def assert_kernels_match_onnxruntime(model, cases, cpu_target):
             assert_outputs_match(expected, {name: got[f"{key}/{name}"] for name in expected}, atol=2e-5)
 
 
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_whole_sequence_kernel_ends_empty_sequences_in_zero_states(op, cpu_target):
+    import tvm
+    from tvm import relax
+
+    options = dict(op=op, direction="bidirectional", initial_states=True, sequence_lens=True)
+    model = recurrent_model(**options)
+    machine = relax.VirtualMachine(build(import_onnx(model), cpu_target), tvm.cpu())
+    feeds = random_inputs(model, batch=3)
+    feeds["lengths"] = np.array([0, 2, STEPS], np.int32)
+    results = machine["main"](*(tvm.runtime.tensor(feeds[v.name]) for v in model.graph.input))
+    got = {o.name: v.numpy() for o, v in zip(model.graph.output, results)}
+    assert_outputs_match(onnxruntime_outputs(options, feeds), got)
+
+
 def test_gpu_targets_import_the_unrolled_graph(cpu_target):
     """The kernel is written for CPUs; a GPU target gets the standard ops, which dlight schedules."""
     import tvm
