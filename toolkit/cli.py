@@ -347,17 +347,21 @@ def compile(model, output, target, tune_now, trials, time_budget, db, tune_batch
 @click.option("--per-channel", is_flag=True, help="One int8 scale per output channel of each weight.")
 @click.option("--exclude", default="", callback=lambda c, p, v: _name_list(c, p, v), metavar="OP,...",
               help="Op types to leave in fp32.")
+@click.option("--quantize-output-layer", is_flag=True,
+              help="int8 for the layer that computes the outputs too (by default it stays fp32: logits keep their precision).")
 @click.option("--max-drop", type=float, default=1.0, show_default=True,
               help="Refuse a held-out metric drop over this: accuracy points, or percent worse (perplexity, error).")
 @click.option("--force", is_flag=True, help="Write the model even when its metric drops more than --max-drop.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @verbose_option
-def quantize(model, output, mode, calibration, calibration_data, per_channel, exclude, max_drop, force, as_json):
+def quantize(model, output, mode, calibration, calibration_data, per_channel, exclude, quantize_output_layer, max_drop,
+             force, as_json):
     """Reduce an ONNX model to int8 or fp16 and report what it costs in accuracy."""
     from toolkit.quantize import QuantizeOptions, quantize_model
 
     options = QuantizeOptions(mode=mode, calibration=calibration, calibration_data=tuple(calibration_data),
-                              per_channel=per_channel, exclude=exclude, max_drop=max_drop, force=force)
+                              per_channel=per_channel, exclude=exclude, max_drop=max_drop, force=force,
+                              quantize_output_layer=quantize_output_layer)
     report = quantize_model(model, output, options, log=progress)
     if as_json:
         return _echo_json(report.to_json())

@@ -204,3 +204,59 @@ def test_a_language_model_reports_perplexity_worse_in_percent(tiny_gpt, tmp_path
     expected = 100 * (report.metric.reduced - report.metric.fp32) / report.metric.fp32
     assert report.metric.drop == pytest.approx(expected)
     assert report.per_op and report.per_op[0].op_type in {"MatMul", "Gather"}
+    # the head computes the logits: left in fp32, on fp32 weights; every other Linear is int8
+    graph = onnx.load(str(tmp_path / "gpt.int8.onnx")).graph
+    head = [n for n in graph.node if n.name in report.fp32_layers]
+    assert len(head) == 1 and head[0].op_type == "MatMul" and head[0].output[0] == graph.output[0].name
+    fp32 = onnx.load(str(tiny_gpt)).graph
+    weights = {t.name for t in fp32.initializer}
+    linears = sum(n.op_type == "MatMul" and n.input[1] in weights for n in fp32.node)
+    assert report.reduced_nodes["MatMulInteger"] == linears - 1
+
+
+def fp32_linears(path) -> list[str]:
+    """MatMul and Gemm nodes that still read fp32 weights (int8 ones read dequantized or integer weights)."""
+    graph = onnx.load(str(path)).graph
+    weights = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_the_output_layer_stays_fp32_unless_asked(lenet_onnx, tmp_path, mode):
+    kept = tmp_path / "kept.onnx"
+    report = quantize_model(lenet_onnx, kept, QuantizeOptions(mode=mode, calibration=16, **FAST))
+    # LeNet's last Linear computes the logits (quantize_dynamic renames a Gemm NAME to NAME_MatMul + NAME_Add)
+    assert report.fp32_layers == fp32_linears(kept) and len(report.fp32_layers) == 1
+    assert report.fp32_layers[0].startswith("node_linear_1")
+    assert f"output layer kept fp32: {report.fp32_layers[0]}" in report.lines()[0]
+    assert report.reduced_nodes.get("ConvInteger", 0) + report.reduced_nodes.get("QuantizeLinear", 0) > 0  # the rest is int8
+    whole = tmp_path / "whole.onnx"
+    report = quantize_model(lenet_onnx, whole, QuantizeOptions(mode=mode, calibration=16, quantize_output_layer=True, **FAST))
+    assert report.fp32_layers == [] == fp32_linears(whole) and "output layer" not in report.lines()[0]
+    x = held_out()
+    reference = run(lenet_onnx, x)
+    for path in (kept, whole):
+        assert np.sqrt(np.mean((run(path, x) - reference) ** 2)) < 0.05 * np.sqrt(np.mean(reference**2))
+
+
+def test_a_model_whose_only_layer_is_the_output_layer_is_still_quantized(tmp_path):
+    from onnx import helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32), "weight")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "weight"], ["y"], name="only")], "linear",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 16])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4])], [weight])
+    source = tmp_path / "linear.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(source))
+    report = quantize_model(source, tmp_path / "linear.int8.onnx", QuantizeOptions(mode="dynamic", calibration=8, **FAST))
+    assert report.fp32_layers == [] and report.reduced_nodes == {"DynamicQuantizeLinear": 1, "MatMulInteger": 1}
+    assert 0 < report.error.relative_rms < 0.05
+
+
+def test_cli_quantize_output_layer_flag(lenet_onnx, tmp_path):
+    out = tmp_path / "q.onnx"
+    result = CliRunner().invoke(cli, ["quantize", str(lenet_onnx), "-o", str(out), "--mode", "dynamic",
+                                      "--quantize-output-layer", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["fp32_layers"] == [] and report["reduced_nodes"]["MatMulInteger"] == 2  # both Gemms
