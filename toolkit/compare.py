@@ -195,5 +195,6 @@ def _layer_session(backend: str, model: onnx.ModelProto, device: str, log):
     from toolkit.runtime.tvm import TvmSession  # tvm
 
     log("compiling the model with every tensor as an output for TVM")
-    executable = compiler.build(compiler.import_onnx(model), resolve_target(device))
+    target = resolve_target(device)
+    executable = compiler.build(compiler.import_onnx(model, target), target)
     return TvmSession(executable, input_specs(model), output_specs(model), device)

@@ -68,7 +68,7 @@ def compile_model(
     tvm_support.require_importable(model)  # checked on the graph as given, so ops are named in its order
     reference = choose_reference(model, onnx_path, log)
     log(f"importing {onnx_path} into TVM Relax")
-    module = _import_source_or_upgrade(model, reference, lambda m: import_onnx(simplify(m, log)))
+    module = _import_source_or_upgrade(model, reference, lambda m: import_onnx(simplify(m, log), target))
     static_dims = _static_dims(model, inputs)
     prepared = tune.prepare(module, target, named_batch_symbols(inputs), tuning, log, static_dims)
     log(f"compiling for {target['kind']} ({target.get('mcpu') or target.get('arch')})")
@@ -115,14 +115,15 @@ def compile_model(
     return CompileReport(open_artifact(output), verification, time.perf_counter() - start)
 
 
-def import_onnx(model: onnx.ModelProto):
-    """The ONNX graph as a Relax IRModule, weights bound as constants."""
+def import_onnx(model: onnx.ModelProto, target: dict | None = None):
+    """The ONNX graph as a Relax IRModule for `target` (a CPU by default), weights bound as constants."""
     from tvm.relax.frontend.onnx import from_onnx
 
     tvm_support.require_importable(model)  # every op it lacks named at once, not only the first
-    model = optimize.for_tvm(model)  # ops the importer lacks (LSTM, GRU, RNN) become ops it has
+    model = optimize.for_tvm(model, cpu=target is None or target["kind"] == "llvm")  # LSTM, GRU, RNN: see optimize
     try:
-        return from_onnx(model, keep_params_in_input=False)
+        with optimize.converters():
+            return from_onnx(model, keep_params_in_input=False)
     except Exception as e:  # the importer raises OpNotImplemented, TVMError, ValueError, ...
         raise DltkError(f"TVM cannot import this model: {first_line(e)}", "see 'dltk inspect' for the ops TVM supports") from e
 

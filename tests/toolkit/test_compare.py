@@ -18,11 +18,11 @@ def _plant(monkeypatch, node_name: str, new_op: str):
 
     original = compiler.import_onnx
 
-    def import_altered(model):
+    def import_altered(model, target=None):
         altered = onnx.ModelProto.FromString(model.SerializeToString())
         (node,) = [n for n in altered.graph.node if n.name == node_name]
         node.op_type = new_op
-        return original(altered)
+        return original(altered, target)
 
     monkeypatch.setattr(compiler, "import_onnx", import_altered)
 

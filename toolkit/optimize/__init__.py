@@ -7,14 +7,16 @@ import onnx
 from toolkit.optimize.dynamic_shapes import rewrite_ranges
 from toolkit.optimize.global_pool import whole_input_pools
 from toolkit.optimize.rnn import GATES, lower_recurrent, sequence_length_limits
+from toolkit.optimize.rnn_kernel import converters
 from toolkit.optimize.shape_tracking import keep_shapes
 
-__all__ = ["LOWERED_OPS", "for_tvm", "keep_shapes", "lower_recurrent", "rewrite_ranges", "sequence_length_limits",
-           "whole_input_pools"]
+__all__ = ["LOWERED_OPS", "converters", "for_tvm", "keep_shapes", "lower_recurrent", "rewrite_ranges",
+           "sequence_length_limits", "whole_input_pools"]
 
 LOWERED_OPS = frozenset(GATES)  # ops for_tvm replaces, so TVM's importer never sees them
 
 
-def for_tvm(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The graph rewritten into ops TVM's ONNX importer converts; `model` itself when nothing needs it."""
-    return whole_input_pools(lower_recurrent(rewrite_ranges(keep_shapes(model))))
+def for_tvm(model: onnx.ModelProto, cpu: bool = True) -> onnx.ModelProto:
+    """The graph rewritten into ops TVM's ONNX importer converts (with `converters()` on CPUs,
+    where recurrent nodes become whole-sequence kernels); `model` itself when nothing needs it."""
+    return whole_input_pools(lower_recurrent(rewrite_ranges(keep_shapes(model)), kernels=cpu))

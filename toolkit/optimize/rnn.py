@@ -1,10 +1,18 @@
-"""Lower ONNX LSTM, GRU and RNN nodes into primitive ONNX ops, unrolled over time, for TVM.
+"""Lower ONNX LSTM, GRU and RNN nodes for TVM: one whole-sequence kernel each on CPUs, else unrolled.
 
 TVM 0.27's ONNX importer has no converter for LSTM, GRU or RNN. This module rewrites each
-such node, as the ONNX spec defines it, into MatMul/Add/Mul/activations/Gather/Slice/Squeeze/Concat/
-Where nodes, one copy of the cell per time step, before the graph reaches `from_onnx`.
+such node, as the ONNX spec defines it, before the graph reaches `from_onnx`, in one of two ways:
+- `kernels=True` (CPU targets, float32): the weights packed for `rnn_kernel`'s TIR kernel (ONNX
+  ops on constants, folded at compile time) and one `ai.dltk` RecurrentSequence node, which
+  `rnn_kernel.converters()` imports as a call of that kernel: the time loop runs inside one call.
+- otherwise: MatMul/Add/Mul/activations/Slice/Squeeze/Concat/Where nodes, one copy of the cell per
+  time step (GPU targets, where dlight schedules those ops, and float64/float16 nodes).
 
-Why an ONNX-to-ONNX rewrite rather than converters registered into TVM's frontend table:
+The unrolled form is plain ONNX, and stays the reference the kernel path is checked against.
+
+Why the unrolled form is an ONNX-to-ONNX rewrite rather than converters registered into TVM's
+frontend table (the kernel path does register one, for its own node, as a measured exception:
+the unrolled graph ran 2-4 kernels per time step and lost to ONNX Runtime's fused kernel):
 - It uses only public, versioned ONNX: the frontend's converter table and its `bb`/`params`
   calling convention are TVM internals that change between releases.
 - The rewritten graph is still ONNX, so ONNX Runtime can run it and check the rewrite alone,
@@ -31,6 +39,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from toolkit.errors import DltkError
+from toolkit.optimize import rnn_kernel
 
 MIN_OPSET = 9  # Where (sequence_lens masking) needs 9
 
@@ -59,8 +68,13 @@ ACTIVATIONS = {
 }
 
 
-def lower_recurrent(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` with every top-level LSTM/GRU/RNN node replaced; the model itself when it has none."""
+def lower_recurrent(model: onnx.ModelProto, kernels: bool = False) -> onnx.ModelProto:
+    """A copy of `model` with every top-level LSTM/GRU/RNN node replaced; the model itself when it has none.
+
+    kernels: a float32 node becomes its packed weights and one RecurrentSequence node, which TVM
+    imports as a whole-sequence CPU kernel (`rnn_kernel`); otherwise, and for other types, the
+    node is unrolled over time into standard ONNX ops that any consumer runs.
+    """
     if not any(_is_recurrent(n) for n in model.graph.node):
         return model
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -73,9 +87,11 @@ def lower_recurrent(model: onnx.ModelProto) -> onnx.ModelProto:
             nodes.append(node)
             continue
         emitter = _Emitter(node.name or f"{node.op_type}_{index}", opset)
-        _lower_node(node, _describe(node, index), opset, types, emitter)
+        _lower_node(node, _describe(node, index), opset, types, emitter, kernels)
         nodes += emitter.nodes
         initializers += emitter.initializers
+    if any(n.domain == rnn_kernel.DOMAIN for n in nodes):
+        lowered.opset_import.append(helper.make_opsetid(rnn_kernel.DOMAIN, 1))
     del lowered.graph.node[:]
     lowered.graph.node.extend(nodes)
     lowered.graph.initializer.extend(initializers)
@@ -161,7 +177,7 @@ def _static_dims(types, name: str) -> list[int | None] | None:
     return [d.dim_value if d.HasField("dim_value") else None for d in types[name].tensor_type.shape.dim]
 
 
-def _lower_node(node, what: str, opset: int, types, out: _Emitter) -> None:
+def _lower_node(node, what: str, opset: int, types, out: _Emitter, kernels: bool) -> None:
     op = node.op_type
     if opset < MIN_OPSET:
         raise DltkError(f"{what}: dltk lowers recurrent nodes for opset {MIN_OPSET} and later, the model has {opset}",
@@ -214,6 +230,17 @@ def _lower_node(node, what: str, opset: int, types, out: _Emitter) -> None:
         linear_before_reset=bool(attrs.get("linear_before_reset", 0)),
     )
     activations = _activations(node, what, attrs, directions)
+    features = x_dims[2]
+    if kernels and elem_type == TensorProto.FLOAT and features:
+        spec = rnn_kernel.KernelSpec(
+            op=op, gates=cell.gates, hidden=hidden, features=features, steps=steps, directions=directions,
+            reverse=direction == "reverse", layout=layout, clip=cell.clip, input_forget=cell.input_forget,
+            linear_before_reset=cell.linear_before_reset,
+            activations=tuple(tuple((a.kind, a.alpha, a.beta) for a in acts) for acts in activations),
+            lengths=bool(sequence_lens), initial_h=bool(initial_h), initial_c=bool(initial_c), peepholes=bool(peepholes),
+        )
+        _emit_sequence_node(out, spec, [x, w, r, bias, sequence_lens, initial_h, initial_c, peepholes], outputs)
+        return
 
     # (B, 1) masks, true while step t is inside a sequence: states stop, outputs are zero past the end
     masks = None
@@ -261,6 +288,48 @@ def _lower_node(node, what: str, opset: int, types, out: _Emitter) -> None:
         out.concat([out.unsqueeze(h, [direction_axis]) for h in h_parts], axis=direction_axis, name=outputs[1])
     if op == "LSTM" and outputs[2]:
         out.concat([out.unsqueeze(c, [direction_axis]) for c in c_parts], axis=direction_axis, name=outputs[2])
+
+
+def _emit_sequence_node(out: _Emitter, spec, inputs, outputs) -> None:
+    """The node as its weights packed for the kernel (constants once TVM folds them) and one RecurrentSequence."""
+    x, w, r, bias, sequence_lens, initial_h, initial_c, peepholes = inputs
+    dirs, gates, hidden = spec.directions, spec.gates, spec.hidden
+    pad = rnn_kernel.padded(hidden) - hidden
+
+    def padded(value, shape):  # reshaped to `shape`, hidden units (axis 2) padded with zeros to whole vectors
+        value = out.op("Reshape", [value, out.const(np.array(shape, np.int64))])
+        if not pad:
+            return value
+        return out.op("Concat", [value, out.const(np.zeros([*shape[:2], pad, *shape[3:]], out.dtype))], axis=2)
+
+    def packed(weights, rows):  # (D, G*H, rows) -> (D, rows, G, Hp)
+        return out.op("Transpose", [padded(weights, [dirs, gates, hidden, rows])], perm=[0, 3, 1, 2])
+
+    r_bias_h = None
+    if bias:
+        w_bias, r_bias = (out.slice(bias, k * gates * hidden, (k + 1) * gates * hidden, 1) for k in (0, 1))
+        if spec.op == "GRU" and spec.linear_before_reset:  # Rbh is multiplied by the reset gate
+            r_bias_h = out.slice(r_bias, 2 * hidden, 3 * hidden, 1)
+            keep = np.concatenate([np.ones(2 * hidden), np.zeros(hidden)]).astype(out.dtype)
+            r_bias = out.op("Mul", [r_bias, out.const(keep)])
+        total = out.op("Add", [w_bias, r_bias])
+    else:
+        total = out.const(np.zeros((dirs, gates * hidden), out.dtype))
+    if spec.op == "GRU" and spec.linear_before_reset and r_bias_h is None:
+        r_bias_h = out.const(np.zeros((dirs, hidden), out.dtype))
+    node_inputs = [
+        x,
+        packed(w, spec.features),
+        packed(r, hidden),
+        padded(total, [dirs, gates, hidden]),
+        padded(out.unsqueeze(r_bias_h, [1]), [dirs, 1, hidden]) if r_bias_h else "",
+        out.op("Cast", [sequence_lens], to=TensorProto.INT32) if sequence_lens else "",
+        initial_h,
+        initial_c,
+        padded(peepholes, [dirs, 3, hidden]) if peepholes else "",
+    ]
+    names = [name or out.unused(tag) for name, tag in zip(outputs, ("Y", "Y_h", "Y_c"))]
+    out.op(rnn_kernel.OP_TYPE, node_inputs, outputs=3, names=names, domain=rnn_kernel.DOMAIN, spec=spec.to_json())
 
 
 @dataclass
@@ -376,10 +445,14 @@ class _Emitter:
         self._count += 1
         return f"{self.prefix}/{tag}_{self._count}"
 
-    def op(self, op_type: str, inputs, outputs: int = 1, name: str | None = None, **attrs):
-        names = [name] if name else [self._name(op_type) for _ in range(outputs)]
+    def op(self, op_type: str, inputs, outputs: int = 1, name: str | None = None, names: list[str] | None = None, **attrs):
+        names = names or ([name] if name else [self._name(op_type) for _ in range(outputs)])
         self.nodes.append(helper.make_node(op_type, list(inputs), names, name=self._name(op_type + "_node"), **attrs))
         return names[0] if outputs == 1 else names
+
+    def unused(self, tag: str) -> str:
+        """A name for an output nobody reads."""
+        return self._name(f"unused_{tag}")
 
     def const(self, value: np.ndarray) -> str:
         name = self._name("const")

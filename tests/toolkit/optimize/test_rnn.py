@@ -36,6 +36,7 @@ def recurrent_model(
     outputs=("Y", "Y_h", "Y_c"),
     steps=STEPS,
     seed=0,
+    hidden=HIDDEN,
     **attributes,
 ):
     """One LSTM/GRU/RNN node named 'cell' with random weights, a symbolic batch and the given options."""
@@ -46,12 +47,12 @@ def recurrent_model(
         return helper.make_tensor(name, TensorProto.FLOAT, shape, (scale * rng.standard_normal(shape)).ravel())
 
     initializers = [
-        weight("W", directions, gates * HIDDEN, FEATURES),
-        weight("R", directions, gates * HIDDEN, HIDDEN),
-        weight("B", directions, 2 * gates * HIDDEN),
+        weight("W", directions, gates * hidden, FEATURES),
+        weight("R", directions, gates * hidden, hidden),
+        weight("B", directions, 2 * gates * hidden),
     ]
     x_shape = [steps, "batch", FEATURES] if layout == 0 else ["batch", steps, FEATURES]
-    state_shape = [directions, "batch", HIDDEN] if layout == 0 else ["batch", directions, HIDDEN]
+    state_shape = [directions, "batch", hidden] if layout == 0 else ["batch", directions, hidden]
     graph_inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)]
     node_inputs = ["X", "W", "R", "B", "", "", "", ""]
     if sequence_lens:
@@ -64,15 +65,15 @@ def recurrent_model(
             graph_inputs.append(helper.make_tensor_value_info("c0", TensorProto.FLOAT, state_shape))
             node_inputs[6] = "c0"
     if peepholes:
-        initializers.append(weight("P", directions, 3 * HIDDEN))
+        initializers.append(weight("P", directions, 3 * hidden))
         node_inputs[7] = "P"
     while node_inputs[-1] == "":
         node_inputs.pop()
     node_outputs = list(outputs[: 3 if op == "LSTM" else 2])
     if layout:
         attributes["layout"] = layout
-    node = helper.make_node(op, node_inputs, node_outputs, name="cell", direction=direction, hidden_size=HIDDEN, **attributes)
-    y_shape = [steps, directions, "batch", HIDDEN] if layout == 0 else ["batch", steps, directions, HIDDEN]
+    node = helper.make_node(op, node_inputs, node_outputs, name="cell", direction=direction, hidden_size=hidden, **attributes)
+    y_shape = [steps, directions, "batch", hidden] if layout == 0 else ["batch", steps, directions, hidden]
     shapes = {"Y": y_shape, "Y_h": state_shape, "Y_c": state_shape}
     graph = helper.make_graph(
         [node], "recurrent", graph_inputs,
@@ -221,6 +222,101 @@ def test_tvm_matches_onnxruntime_at_any_batch(options, cpu_target):
         values = [result] if isinstance(result, tvm.runtime.Tensor) else list(result)
         got = {o.name: v.numpy() for o, v in zip(model.graph.output, values)}
         assert_outputs_match(onnxruntime_outputs(options, feeds), got)
+
+
+# The whole-sequence kernel on CPUs: every activation, hidden sizes that fill whole 8-lane vectors
+# and sizes that do not (5, 13), a GRU whose reset gate comes before its candidate's product, and
+# activations that differ between directions. One graph holds them all, so TVM compiles once.
+KERNEL = {
+    name: OPTIONS[name] for name in ("gru-hardsigmoid-softsign", "gru-lowercase-softplus", "lstm-mixed-activations")
+} | {
+    "rnn-affine-scaledtanh": dict(op="RNN", direction="bidirectional", activations=["Affine", "ScaledTanh"],
+                                  activation_alpha=[0.7, 0.5], activation_beta=[0.2, 1.3]),
+    "rnn-thresholdedrelu-elu-hidden13": dict(op="RNN", direction="bidirectional", activations=["ThresholdedRelu", "Elu"],
+                                             activation_alpha=[0.1, 0.8], hidden=13, seed=1),
+    "gru-reset-first-bidirectional-lens-hidden16": dict(op="GRU", direction="bidirectional", sequence_lens=True, hidden=16, seed=2),
+    "gru-reset-first-h0-layout1-hidden13": dict(op="GRU", initial_states=True, layout=1, hidden=13, seed=3),
+    "lstm-hidden24-h0-only-sequence": dict(op="LSTM", initial_states=True, hidden=24, outputs=("Y",), seed=4),
+    "lstm-clip-lens-hidden48": dict(op="LSTM", direction="reverse", sequence_lens=True, clip=0.3, hidden=48, seed=5),
+}
+
+
+def side_by_side(models: dict[str, onnx.ModelProto]) -> onnx.ModelProto:
+    """One graph running each model on its own inputs, every name prefixed with the model's key."""
+    prefixed = {key: onnx.compose.add_prefix(model, f"{key}/") for key, model in models.items()}
+    graph = helper.make_graph(
+        [n for m in prefixed.values() for n in m.graph.node], "side_by_side",
+        [v for m in prefixed.values() for v in m.graph.input], [v for m in prefixed.values() for v in m.graph.output],
+        [t for m in prefixed.values() for t in m.graph.initializer],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_whole_sequence_kernels_match_onnxruntime(cpu_target):
+    model = side_by_side({key: recurrent_model(**options) for key, options in KERNEL.items()})
+    lowered = lower_recurrent(model, kernels=True)
+    assert [n.op_type for n in lowered.graph.node].count("RecurrentSequence") == len(KERNEL)
+    assert "MatMul" not in {n.op_type for n in lowered.graph.node}  # nothing unrolled: the kernels do every product
+    assert_kernels_match_onnxruntime(model, KERNEL, cpu_target)
+
+
+def test_whole_sequence_kernels_on_every_core_match_onnxruntime(cpu_target, monkeypatch):
+    """Past PARALLEL_WORK the kernel spreads (direction, sequence pair)s over the cores: the zoo's
+    models stay under it, so it is lowered to zero here."""
+    from toolkit.optimize import rnn_kernel
+
+    monkeypatch.setattr(rnn_kernel, "PARALLEL_WORK", 0)
+    cases = {key: KERNEL[key] for key in ("gru-reset-first-bidirectional-lens-hidden16", "lstm-clip-lens-hidden48")}
+    assert_kernels_match_onnxruntime(side_by_side({key: recurrent_model(**options) for key, options in cases.items()}),
+                                     cases, cpu_target)
+
+
+def assert_kernels_match_onnxruntime(model, cases, cpu_target):
+    import tvm
+    from tvm import relax
+
+    machine = relax.VirtualMachine(build(import_onnx(model), cpu_target), tvm.cpu())
+    for batch in BATCHES:
+        feeds = {}
+        for key, options in cases.items():
+            single = recurrent_model(**options)
+            feeds |= {f"{key}/{name}": value for name, value in random_inputs(single, batch, seed=batch).items()}
+        results = machine["main"](*(tvm.runtime.tensor(feeds[v.name]) for v in model.graph.input))
+        got = {o.name: v.numpy() for o, v in zip(model.graph.output, results)}
+        for key, options in cases.items():
+            single_feeds = {name.removeprefix(f"{key}/"): value for name, value in feeds.items() if name.startswith(f"{key}/")}
+            expected = onnxruntime_outputs(options, single_feeds)
+            assert_outputs_match(expected, {name: got[f"{key}/{name}"] for name in expected}, atol=2e-5)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_whole_sequence_kernel_ends_empty_sequences_in_zero_states(op, cpu_target):
+    import tvm
+    from tvm import relax
+
+    options = dict(op=op, direction="bidirectional", initial_states=True, sequence_lens=True)
+    model = recurrent_model(**options)
+    machine = relax.VirtualMachine(build(import_onnx(model), cpu_target), tvm.cpu())
+    feeds = random_inputs(model, batch=3)
+    feeds["lengths"] = np.array([0, 2, STEPS], np.int32)
+    results = machine["main"](*(tvm.runtime.tensor(feeds[v.name]) for v in model.graph.input))
+    got = {o.name: v.numpy() for o, v in zip(model.graph.output, results)}
+    assert_outputs_match(onnxruntime_outputs(options, feeds), got)
+
+
+def test_gpu_targets_import_the_unrolled_graph(cpu_target):
+    """The kernel is written for CPUs; a GPU target gets the standard ops, which dlight schedules."""
+    import tvm
+
+    model = recurrent_model("LSTM", direction="bidirectional")
+
+    def kernels(target):
+        module = import_onnx(model, target)
+        return [gv.name_hint for gv, f in module.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+
+    assert kernels(cpu_target) == ["recurrent_lstm"]
+    assert kernels({"kind": "cuda", "arch": "sm_90"}) == []
+    assert "MatMul" in {n.op_type for n in lower_recurrent(model).graph.node}
 
 
 def test_dltk_compile_verifies_a_model_whose_lengths_are_an_input(tmp_path):
