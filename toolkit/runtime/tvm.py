@@ -201,13 +201,13 @@ class _HostCall:
             else:
                 self._buffers.append((name, aligned))
                 self._args.append(tensor)
-        self._copied = len(self._buffers) < len(names)
+        self._some_fresh = len(self._buffers) < len(names)  # an input copied into a new tensor each call
 
     def fill(self, feeds: dict[str, np.ndarray]) -> list:
         """The call's input tensors, holding the feeds' values."""
         for name, aligned in self._buffers:
             aligned[...] = feeds[name]
-        if not self._copied:
+        if not self._some_fresh:
             return self._args
         return [tvm_runtime.from_numpy(np.ascontiguousarray(feeds[a])) if isinstance(a, str) else a for a in self._args]
 
