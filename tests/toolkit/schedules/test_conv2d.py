@@ -34,6 +34,7 @@ CASES = {
     "7x7 late layer": (8, 16, 7, 3, dict(pads=[1, 1, 1, 1])),  # one vector of channels x a row of 7
     "2x2 late layer": (16, 32, 2, 3, dict(pads=[1, 1, 1, 1])),  # rows x columns in one register block
     "7x7 kernel stride 2": (3, 8, 11, 7, dict(pads=[3, 3, 3, 3], strides=[2, 2])),  # ResNet's stem
+    "13x13, a prime width": (16, 32, 13, 3, dict(pads=[1, 1, 1, 1])),  # tiles of 5 columns, the last cut short
 }
 
 
@@ -58,3 +59,15 @@ def test_resnet_sized_conv_runs_on_both_cores_with_packed_weights(rng):
     script = scheduled_scripts(model)
     assert "T.parallel" in script and "T.vectorized" in script and "layout_rewrite_preproc" in script
     assert_matches_onnxruntime(model, [{"x": _x(rng, 1, 32, 14, 14)}])
+
+
+def test_a_prime_width_gets_a_full_tile_of_columns_not_one_pixel():
+    import tvm
+
+    from toolkit.schedules import conv2d
+
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
+    # 13 = 5 + 5 + 3: two vectors of channels x 5 columns, the last tile predicated
+    assert conv2d._register_tile(avx2, 8, 32, 13, 13, 32) == (16, 1, 5)
+    assert conv2d._register_tile(avx2, 8, 32, 14, 14, 32) == (16, 2, 2)  # 14 divides: no tail
+    assert conv2d._register_tile(avx2, 8, 32, 7, 7, 32) == (8, 1, 7)  # 7 divides for one vector: no tail
