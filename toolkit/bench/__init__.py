@@ -7,7 +7,7 @@
 Modules: stats (timing loops, percentiles, confidence intervals), subjects (what runs: sessions
 per backend), results (BenchResult, the typed result of one measurement), scenarios
 (single-stream, multi-stream, offline, server), machine (the machine and what may skew it),
-costmodel (FLOPs, bytes, measured peak), runner (a plan, a run), output (table, JSON, CSV,
+costmodel (FLOPs, bytes, the CPU's peak), runner (a plan, a run), output (table, JSON, CSV,
 markdown), plot (PNG), suite (the zoo into benchmarks/results/).
 """
 

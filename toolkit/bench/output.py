@@ -62,7 +62,7 @@ def tables(run: BenchRun) -> list:
     peak = env.get("peak") or {}
     machine = f"{env['cpu']}, {env['cores']} cores" + (f", {env['gpu']}" if env.get("gpu") else "")
     if peak.get("gflops"):
-        machine += f"; peak {peak['gflops']:,.0f} GFLOP/s measured"
+        machine += f"; peak {peak['gflops']:,.0f} GFLOP/s"
     out = []
     for scenario in dict.fromkeys(r.scenario for r in run.results):
         indexed = [(i, r) for i, r in enumerate(run.results) if r.scenario == scenario]
@@ -144,7 +144,7 @@ def markdown(run: BenchRun, note: str = "") -> str:
         f"{env.get('memory_gb') or '?'} GB; GPU: {env.get('gpu') or 'none'}",
         f"- CPU governor: {env.get('cpu_governor') or 'not exposed (a VM?)'}; "
         f"load before the run: {', '.join(f'{x:.2f}' for x in env.get('load_average') or [])}",
-        f"- measured peak: {_number(peak.get('gflops'))} GFLOP/s, {_number(peak.get('gbytes_per_s'))} GB/s "
+        f"- peak: {_number(peak.get('gflops'))} GFLOP/s, {_number(peak.get('gbytes_per_s'))} GB/s "
         f"({peak.get('probe', 'not probed')})",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
         f"- budget per measurement: {_budget(run)}",

@@ -148,8 +148,9 @@ def result_warnings(results: list[BenchResult]) -> list[str]:
         warnings.append(f"no QPS tried kept p99 under the bound for: {', '.join(unmet)}")
     over_peak = [r.where() for r in results if (r.peak_share or 0.0) > 1.0]
     if over_peak:
-        warnings.append(f"{len(over_peak)} results ran faster than the measured peak ({', '.join(over_peak)}): "
-                        "other work slowed the matmul probe, so every '% peak' overstates the share")
+        warnings.append(f"{len(over_peak)} results ran faster than the peak ({', '.join(over_peak)}): "
+                        "the cores boosted past the clock the kernel reports, or other work slowed the matmul "
+                        "probe, so every '% peak' overstates the share")
     return warnings
 
 
