@@ -40,7 +40,7 @@ def profile_artifact(path, batch: int | None = None, runs: int = 20) -> dict:
     if runs < 1:
         raise DltkError(f"runs must be at least 1, not {runs}")
     artifact = _open_cpu_artifact(path)
-    batch, feeds = batch_feeds(artifact.inputs, batch)
+    batch, feeds = batch_feeds(artifact.inputs, batch, verified_sizes(artifact.manifest))
     session = TvmSession.from_artifact(artifact)
     entry = session.entry_for(feeds)
     return {
@@ -68,17 +68,30 @@ def _open_cpu_artifact(path):
     return artifact
 
 
-def batch_feeds(inputs: list[TensorSpec], batch: int | None) -> tuple[int, dict[str, np.ndarray]]:
-    """Random feeds: a symbolic first dimension takes `batch`; fixed shapes allow only their own."""
+def batch_feeds(inputs: list[TensorSpec], batch: int | None,
+                other_dims: dict[str, int] | None = None) -> tuple[int, dict[str, np.ndarray]]:
+    """Random feeds: a symbolic first dimension takes `batch`, other symbolic dims their size in
+    `other_dims` (else 1); fixed shapes allow only their own batch."""
     if batch is not None and batch < 1:
         raise DltkError(f"batch must be at least 1, not {batch}")
+    other_dims = other_dims or {}
     if batch_input(inputs) is not None:
         batch = batch or 1
-        return batch, random_feeds(inputs, batch_dims(inputs, batch))
+        return batch, random_feeds(inputs, {**other_dims, **batch_dims(inputs, batch)})
     fixed = fixed_batch(inputs) or 1
     if batch not in (None, fixed):
         raise DltkError(f"the model's inputs have a fixed batch of {fixed}", f"profile it at batch {fixed}")
-    return fixed, random_feeds(inputs)
+    return fixed, random_feeds(inputs, other_dims)
+
+
+def verified_sizes(manifest: dict) -> dict[str, int]:
+    """Each symbolic dim at the largest size the compile verified it at: a size the model takes
+    (wav2vec2's convolutions refuse 1 audio sample, where TVM then fails to allocate)."""
+    sizes: dict[str, int] = {}
+    for dims in (manifest.get("verification") or {}).get("verified_dims") or []:
+        for name, size in dims.items():
+            sizes[name] = max(size, sizes.get(name, 0))
+    return sizes
 
 
 def profile_renderables(path, report: dict) -> list:

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from toolkit.cli import cli
 from toolkit.errors import DltkError
-from toolkit.profile import batch_feeds, profile_artifact
+from toolkit.profile import batch_feeds, profile_artifact, verified_sizes
 from toolkit.runtime.artifact import MANIFEST, open_artifact
 from toolkit.runtime.spec import TensorSpec
 
@@ -98,3 +98,12 @@ def test_cli_batch_without_profile_is_a_usage_error(lenet_onnx):
     result = invoke("inspect", lenet_onnx, "--batch", 4)
     assert result.exit_code == 2
     assert "--batch goes with --profile" in result.stderr
+
+
+def test_other_symbolic_dims_take_the_largest_size_the_compile_verified():
+    manifest = {"verification": {"verified_dims": [{"batch": 1, "samples": 32}, {"batch": 8, "samples": 24}]}}
+    sizes = verified_sizes(manifest)
+    assert sizes == {"batch": 8, "samples": 32}
+    batch, feeds = batch_feeds([TensorSpec("audio", ("batch", "samples"), "float32")], 2, sizes)
+    assert batch == 2 and feeds["audio"].shape == (2, 32)  # the batch asked for, the verified length
+    assert verified_sizes({}) == {}
