@@ -58,10 +58,12 @@ def schedule_conv(sch, func, target, zeros_per_product: int = 1) -> int | None:
     n, f, y, x, c, ry, rx = (loop_of[v] for v in axes)
     f_extent = cpu.static_extent(extent_of[axes[1]], unknown=0)
     x_extent = cpu.static_extent(extent_of[axes[3]], unknown=0)
-    if not f_extent or not x_extent:
+    if not f_extent:
         return None
     lanes = cpu.vector_lanes(target, _dtype_bits(block))
     depthwise = cpu.static_extent(extent_of[axes[4]], unknown=0) == 1 and _reads_channel_of_output(block, axes)
+    if not x_extent and depthwise:  # a symbolic row (an audio length): the channel-tiled path below only
+        return None
     work = 1
     for v in axes[1:]:
         work *= cpu.static_extent(extent_of[v])
@@ -272,6 +274,8 @@ def _register_tile(target, lanes: int, f_extent: int, y_extent: int, x_extent: i
         options.append((math.gcd(group_channels, lanes), registers // 2 - 1))
     else:
         options.append((lanes if f_extent >= lanes else f_extent, registers // 2 - 1))
+    if not x_extent:  # a symbolic row (wav2vec2's audio frames): one row of columns, the last tile predicated
+        return _best_tile(options, lanes, lambda most: (1, most))[1]
     best = _best_tile(options, lanes, lambda most: _pixel_tile(y_extent or 1, x_extent, most))
     accumulators = best[0][0]
     if accumulators < registers // 4 and x_extent > min(most for _, most in options):

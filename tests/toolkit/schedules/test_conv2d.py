@@ -71,3 +71,36 @@ def test_a_prime_width_gets_a_full_tile_of_columns_not_one_pixel():
     assert conv2d._register_tile(avx2, 8, 32, 13, 13, 32) == (16, 1, 5)
     assert conv2d._register_tile(avx2, 8, 32, 14, 14, 32) == (16, 2, 2)  # 14 divides: no tail
     assert conv2d._register_tile(avx2, 8, 32, 7, 7, 32) == (8, 1, 7)  # 7 divides for one vector: no tail
+
+
+SYMBOLIC_WIDTH = {
+    # name: (in channels, out channels, height, kernel (h, w), Conv attributes, input widths); the width is
+    # symbolic: one row of columns per tile, the last tile predicated (wav2vec2's convolutions, made 2-D of
+    # height 1). The input widths give output widths that are a multiple of the tile, off it, and under one tile.
+    "grouped, padded, height 1": (32, 32, 1, (1, 8), dict(group=2, pads=[0, 4, 0, 4]), (47, 49, 2)),  # 6 columns
+    "strided, one input channel": (1, 16, 1, (1, 10), dict(strides=[1, 5]), (65, 70, 15)),  # 6 columns
+    "3x3 over rows, dilated": (4, 8, 5, (3, 3), dict(dilations=[1, 2], pads=[0, 1, 0, 1]), (16, 17, 5)),  # 7 columns
+}
+
+
+@pytest.mark.parametrize("name", list(SYMBOLIC_WIDTH))
+def test_conv2d_with_a_symbolic_width_matches_onnxruntime_at_lengths_in_and_off_the_tile(rng, name):
+    channels, filters, height, (kh, kw), attrs, widths = SYMBOLIC_WIDTH[name]
+    group = attrs.get("group", 1)
+    model = with_relu(one_node_model(
+        "Conv", {"x": ["batch", channels, height, "width"]},
+        {"w": _x(rng, filters, channels // group, kh, kw), "b": _x(rng, filters)}, 4,
+        kernel_shape=[kh, kw], **attrs,
+    ))
+    assert "conv2d" in set(scheduled_rules(model).values())
+    assert_matches_onnxruntime(model, [{"x": _x(rng, b, channels, height, w)} for b, w in zip((1, 3, 1), widths)])
+
+
+def test_a_symbolic_width_gets_a_predicated_row_of_columns():
+    import tvm
+
+    from toolkit.schedules import conv2d
+
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
+    assert conv2d._register_tile(avx2, 8, 32, 1, 0, 16) == (16, 1, 6)  # two vectors of a group's 16 channels x 6 columns
+    assert conv2d._register_tile(avx2, 8, 8, 1, 0, 8) == (8, 1, 7)  # one vector x 7 columns
