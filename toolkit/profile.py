@@ -24,7 +24,7 @@ import onnxruntime as ort
 import tvm
 
 from toolkit.errors import DltkError
-from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact
+from toolkit.runtime.artifact import SOURCE_ONNX, is_artifact, open_artifact, verified_sizes
 from toolkit.runtime.batch import batch_dims, batch_input, fixed_batch
 from toolkit.runtime.model_source import ARTIFACT, ModelSource
 from toolkit.runtime.spec import TensorSpec, random_feeds
@@ -82,16 +82,6 @@ def batch_feeds(inputs: list[TensorSpec], batch: int | None,
     if batch not in (None, fixed):
         raise DltkError(f"the model's inputs have a fixed batch of {fixed}", f"profile it at batch {fixed}")
     return fixed, random_feeds(inputs, other_dims)
-
-
-def verified_sizes(manifest: dict) -> dict[str, int]:
-    """Each symbolic dim at the largest size the compile verified it at: a size the model takes
-    (wav2vec2's convolutions refuse 1 audio sample, where TVM then fails to allocate)."""
-    sizes: dict[str, int] = {}
-    for dims in (manifest.get("verification") or {}).get("verified_dims") or []:
-        for name, size in dims.items():
-            sizes[name] = max(size, sizes.get(name, 0))
-    return sizes
 
 
 def profile_renderables(path, report: dict) -> list:

@@ -7,6 +7,7 @@ inputs. Exports and compiles are cached by content under the dltk cache (toolkit
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from toolkit import paths
 from toolkit.errors import DltkError
 from toolkit.rpc import RpcTarget
 from toolkit.runtime import Session, load
-from toolkit.runtime.artifact import SOURCE_ONNX, open_artifact
+from toolkit.runtime.artifact import SOURCE_ONNX, open_artifact, verified_sizes
 from toolkit.runtime.batch import batch_dims, batch_symbol
 from toolkit.runtime.model_source import ARTIFACT, ONNX, ModelSource
 from toolkit.runtime.spec import random_feeds
@@ -169,7 +170,14 @@ def _onnx_source(model: ModelSource, backends: list[str], device: str, ort_optio
             return _ort(path, device, threads, ort_options)
         return load(compiled_artifact(path, device, log, backend == "tvm-untuned"), device, backend="tvm")
 
-    return SourceSessions(model.name, list(backends), device, opener, _random_feeds(specs.inputs), path)
+    compiled = next((b for b in backends if b in TVM_BACKENDS), None)
+
+    def sizes() -> dict[str, int]:  # what the compile verified, where TVM runs it (ONNX Runtime alone: none known)
+        if compiled is None:
+            return {}
+        return verified_sizes(open_artifact(compiled_artifact(path, device, log, compiled == "tvm-untuned")).manifest)
+
+    return SourceSessions(model.name, list(backends), device, opener, _random_feeds(specs.inputs, sizes), path)
 
 
 def _artifact_source(path: Path, backends: list[str], device: str, ort_options: OrtOptions,
@@ -189,8 +197,8 @@ def _artifact_source(path: Path, backends: list[str], device: str, ort_options: 
             return RemoteTvmSession(artifact, rpc)
         return load(path, device, backend="tvm")
 
-    return SourceSessions(artifact.manifest["model"], list(backends), device, opener, _random_feeds(artifact.inputs),
-                          artifact.file(SOURCE_ONNX))
+    return SourceSessions(artifact.manifest["model"], list(backends), device, opener,
+                          _random_feeds(artifact.inputs, lambda: verified_sizes(artifact.manifest)), artifact.file(SOURCE_ONNX))
 
 
 def _refuse_torch(backends: list[str], path: Path) -> None:
@@ -202,12 +210,17 @@ def _refuse_torch(backends: list[str], path: Path) -> None:
         )
 
 
-def _random_feeds(specs) -> Feeds:
+def _random_feeds(specs, sizes: Callable[[], dict[str, int]] = dict) -> Feeds:
+    """Random inputs at a batch size; other symbolic dims take their size in `sizes()` (the largest
+    the compile verified: wav2vec2 refuses 1 audio sample, the default), else 1."""
+    other_dims = any(isinstance(d, str) and d not in batch_dims(specs, 1) for spec in specs for d in spec.shape)
+    sizes = functools.cache(sizes)  # an ONNX file's: found by hashing the file and dltk's code
+
     def feeds(batch: int) -> dict[str, np.ndarray]:
         for spec in specs:
             if batch_symbol(spec) is None and spec.shape and spec.shape[0] != batch:
                 raise DltkError(f"input '{spec.name}' has a fixed batch of {spec.shape[0]}", f"use --batch {spec.shape[0]}")
-        return random_feeds(specs, batch_dims(specs, batch))
+        return random_feeds(specs, {**(sizes() if other_dims else {}), **batch_dims(specs, batch)})
 
     return feeds
 

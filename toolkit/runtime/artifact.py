@@ -202,6 +202,16 @@ def _valid_spec(spec) -> bool:
     return isinstance(spec.get("dtype"), str)
 
 
+def verified_sizes(manifest: dict) -> dict[str, int]:
+    """Each symbolic dim at the largest size the compile verified it at: a size the model takes
+    (wav2vec2's convolutions refuse 1 audio sample, where TVM then fails to allocate)."""
+    sizes: dict[str, int] = {}
+    for dims in (manifest.get("verification") or {}).get("verified_dims") or []:
+        for name, size in dims.items():
+            sizes[name] = max(size, sizes.get(name, 0))
+    return sizes
+
+
 def write_manifest(directory: Path, manifest: dict) -> dict:
     """Hash every file in `directory` into manifest["files"] and write manifest.json."""
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.name != MANIFEST)
