@@ -35,6 +35,8 @@ CASES = {
     "2x2 late layer": (16, 32, 2, 3, dict(pads=[1, 1, 1, 1])),  # rows x columns in one register block
     "7x7 kernel stride 2": (3, 8, 11, 7, dict(pads=[3, 3, 3, 3], strides=[2, 2])),  # ResNet's stem
     "13x13, a prime width": (16, 32, 13, 3, dict(pads=[1, 1, 1, 1])),  # tiles of 5 columns, the last cut short
+    # more input than weights (ResNet's 56x56 layers): rows in parallel, each row's padded window its own
+    "34x34, rows outermost": (16, 16, 34, 3, dict(pads=[1, 1, 1, 1])),
 }
 
 
@@ -71,6 +73,18 @@ def test_a_prime_width_gets_a_full_tile_of_columns_not_one_pixel():
     assert conv2d._register_tile(avx2, 8, 32, 13, 13, 32) == (16, 1, 5)
     assert conv2d._register_tile(avx2, 8, 32, 14, 14, 32) == (16, 2, 2)  # 14 divides: no tail
     assert conv2d._register_tile(avx2, 8, 32, 7, 7, 32) == (8, 1, 7)  # 7 divides for one vector: no tail
+
+
+def test_rows_go_outermost_where_the_input_outweighs_the_weights():
+    from toolkit.schedules import conv2d
+
+    # (output channels, rows, columns, input channels, kernel rows, kernel columns), rows per tile, cores
+    assert conv2d._rows_first((64, 56, 56, 64, 3, 3), 1, 2)  # ResNet-18's 56x56 layers
+    assert conv2d._rows_first((64, 112, 112, 3, 7, 7), 1, 2)  # its stem
+    assert conv2d._rows_first((16, 34, 34, 16, 3, 3), 2, 2)  # the "34x34, rows outermost" case above
+    assert not conv2d._rows_first((512, 7, 7, 512, 3, 3), 1, 2)  # weights outweigh the input
+    assert not conv2d._rows_first((128, 28, 28, 128, 3, 3), 1, 2)
+    assert not conv2d._rows_first((64, 56, 56, 64, 3, 3), 1, 16)  # too few rows for 16 cores
 
 
 SYMBOLIC_WIDTH = {
