@@ -40,7 +40,8 @@ def conv1d_as_conv2d(model: onnx.ModelProto) -> onnx.ModelProto:
             rewritten.graph.node.extend(_as_conv2d(node, index, opset, initializers, added, replaced_weights))
         else:
             rewritten.graph.node.append(node)
-    used = {name for n in rewritten.graph.node for name in n.input} | {o.name for o in model.graph.output}
+    # a replaced weight goes unless still read; one listed as a graph input too (IR 3) stays, else it would become an input
+    used = {name for n in rewritten.graph.node for name in n.input} | {v.name for v in [*model.graph.output, *model.graph.input]}
     kept = [t for t in model.graph.initializer if t.name not in replaced_weights or t.name in used]
     del rewritten.graph.initializer[:]
     rewritten.graph.initializer.extend([*kept, *added])

@@ -84,6 +84,14 @@ def test_a_weight_computed_in_the_graph_is_unsqueezed_by_a_node():
     _same_on_onnxruntime(model, rewritten, np.random.default_rng(0).standard_normal([2, 4, 20]).astype(np.float32))
 
 
+def test_a_weight_listed_as_a_graph_input_stays_an_initializer():
+    model = conv1d_model(4, 8, 3)
+    model.graph.input.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [8, 4, 3]))  # IR 3 style
+    rewritten = conv1d_as_conv2d(model)
+    assert "w" in {t.name for t in rewritten.graph.initializer}
+    _same_on_onnxruntime(model, rewritten, np.random.default_rng(0).standard_normal([1, 4, 9]).astype(np.float32))
+
+
 def test_conv2d_and_models_without_conv1d_are_returned_as_they_are():
     conv2d = helper.make_model(helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3])], "conv2d",
