@@ -53,12 +53,14 @@ def test_single_row_gemv_matches(rng):
     assert_matches_onnxruntime(model, [{"x": _x(rng, 1, 50)}])
 
 
-def test_attention_scores_with_a_symbolic_key_length_match(rng):
+@pytest.mark.parametrize("head", [9, 20])  # K unrolled under the keys (up to UNROLLED_K), or outside them
+def test_attention_scores_with_a_symbolic_key_length_match(rng, head):
     # GPT's Q @ K^T over a symbolic sequence: the columns (keys) have no static extent to split into
     # vectors; lengths below, at and past a vector's width, with a fused epilogue
-    model = with_relu(one_node_model("MatMul", {"q": ["batch", 2, "seq", 9], "k": ["batch", 2, 9, "seq"]}, {}, 4))
+    model = with_relu(one_node_model("MatMul", {"q": ["batch", 2, "seq", head], "k": ["batch", 2, head, "seq"]}, {}, 4))
     assert set(scheduled_rules(model).values()) == {"matmul"}
-    assert_matches_onnxruntime(model, [{"q": _x(rng, b, 2, t, 9), "k": _x(rng, b, 2, 9, t)} for b, t in ((1, 1), (2, 8), (3, 13))])
+    assert_matches_onnxruntime(model, [{"q": _x(rng, b, 2, t, head), "k": _x(rng, b, 2, head, t)}
+                                       for b, t in ((1, 1), (2, 8), (3, 13))])
 
 
 @pytest.mark.parametrize("in_features,out_features", [(48, 64), (37, 19), (256, 1024)])  # the last runs in parallel
