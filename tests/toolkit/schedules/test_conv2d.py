@@ -37,6 +37,7 @@ CASES = {
     "13x13, a prime width": (16, 32, 13, 3, dict(pads=[1, 1, 1, 1])),  # tiles of 5 columns, the last cut short
     # more input than weights (ResNet's 56x56 layers): rows in parallel, each row's padded window its own
     "34x34, rows outermost": (16, 16, 34, 3, dict(pads=[1, 1, 1, 1])),
+    "16x16, the batch among the parallel tiles": (32, 32, 16, 3, dict(pads=[1, 1, 1, 1])),  # VGG's maps
 }
 
 
