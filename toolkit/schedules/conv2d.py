@@ -93,7 +93,9 @@ def schedule_conv(sch, func, target, zeros_per_product: int = 1) -> int | None:
     # One image at a time, its padded copy made just before (large maps): with the batch inside the
     # tile, 8 images' channel planes per tile thrashed the L1 and batch 8 ran at 2/3 of batch 1's speed.
     conv_extents = tuple(cpu.static_extent(extent_of[v]) for v in axes[1:])
-    rows_first = parallel and not groups and _rows_first(conv_extents, yt, cpu.cores(target))
+    padded = block.reads[0].source.shape  # the padded copy's [N, C, H, W]
+    input_pixels = cpu.static_extent(padded[2]) * cpu.static_extent(padded[3])
+    rows_first = parallel and not groups and _rows_first(conv_extents, input_pixels, yt, cpu.cores(target))
     if rows_first:
         sch.reorder(n, yo, fo, xo, c, ry, rx, yi, xi, fi)
     else:
@@ -204,7 +206,7 @@ def _schedule_depthwise(sch, main, target, loops, lanes: int, x_extent: int, par
     sch.vectorize(sch.get_loops(acc)[-1])
 
 
-def _rows_first(extents: tuple[int, ...], rows_per_tile: int, cores: int) -> bool:
+def _rows_first(extents: tuple[int, ...], input_pixels: int, rows_per_tile: int, cores: int) -> bool:
     """Whether the output rows are the outer, parallel loop, with the output channel blocks inside.
 
     Channel blocks outermost (the default) read each block's weights once and the whole input once
@@ -215,8 +217,9 @@ def _rows_first(extents: tuple[int, ...], rows_per_tile: int, cores: int) -> boo
     evenly among the cores.
     """
     f, y, x, c, ry, rx = extents  # output channels, rows, columns; input channels, kernel rows, columns
+    # input_pixels: rows x columns of the (padded) input, four times the output's at stride 2
     weights = f * c * ry * rx
-    inputs = c * y * x  # over the output's rows and columns: what a stride leaves of the input
+    inputs = c * input_pixels
     return y // rows_per_tile >= 8 * cores and weights <= inputs
 
 
