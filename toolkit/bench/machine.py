@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from toolkit.runtime.tvm_runtime import physical_cores
 from toolkit.versions import versions
 
 _CPUFREQ = Path("/sys/devices/system/cpu")
@@ -19,7 +20,7 @@ def environment() -> dict:
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "physical_cores": _physical_cores(),
+        "physical_cores": physical_cores(),
         "gpu": gpu["name"] if gpu else None,
         "gpu_driver": gpu["driver"] if gpu else None,
         "memory_gb": _memory_gb(),
@@ -81,15 +82,6 @@ def _cpu_mhz() -> list[float] | None:
         return [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", Path("/proc/cpuinfo").read_text(), re.M)] or None
     except OSError:
         return None
-
-
-def _physical_cores() -> int | None:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    pairs = set(re.findall(r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", text, re.S))
-    return len(pairs) or None
 
 
 def _memory_gb() -> float | None:

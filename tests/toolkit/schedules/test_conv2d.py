@@ -37,6 +37,7 @@ CASES = {
     "13x13, a prime width": (16, 32, 13, 3, dict(pads=[1, 1, 1, 1])),  # tiles of 5 columns, the last cut short
     # more input than weights (ResNet's 56x56 layers): rows in parallel, each row's padded window its own
     "34x34, rows outermost": (16, 16, 34, 3, dict(pads=[1, 1, 1, 1])),
+    "16x16, the batch among the parallel tiles": (32, 32, 16, 3, dict(pads=[1, 1, 1, 1])),  # VGG's maps
 }
 
 
@@ -78,13 +79,15 @@ def test_a_prime_width_gets_a_full_tile_of_columns_not_one_pixel():
 def test_rows_go_outermost_where_the_input_outweighs_the_weights():
     from toolkit.schedules import conv2d
 
-    # (output channels, rows, columns, input channels, kernel rows, kernel columns), rows per tile, cores
-    assert conv2d._rows_first((64, 56, 56, 64, 3, 3), 1, 2)  # ResNet-18's 56x56 layers
-    assert conv2d._rows_first((64, 112, 112, 3, 7, 7), 1, 2)  # its stem
-    assert conv2d._rows_first((16, 34, 34, 16, 3, 3), 2, 2)  # the "34x34, rows outermost" case above
-    assert not conv2d._rows_first((512, 7, 7, 512, 3, 3), 1, 2)  # weights outweigh the input
-    assert not conv2d._rows_first((128, 28, 28, 128, 3, 3), 1, 2)
-    assert not conv2d._rows_first((64, 56, 56, 64, 3, 3), 1, 16)  # too few rows for 16 cores
+    # (output channels, rows, columns, input channels, kernel rows, kernel columns), padded input
+    # rows x columns, rows per tile, cores
+    assert conv2d._rows_first((64, 56, 56, 64, 3, 3), 58 * 58, 1, 2)  # ResNet-18's 56x56 layers
+    assert conv2d._rows_first((64, 112, 112, 3, 7, 7), 230 * 230, 1, 2)  # its stem
+    assert conv2d._rows_first((128, 28, 28, 64, 3, 3), 58 * 58, 1, 2)  # 56 -> 28 at stride 2: 4x the input
+    assert conv2d._rows_first((16, 34, 34, 16, 3, 3), 36 * 36, 2, 2)  # the "34x34, rows outermost" case above
+    assert not conv2d._rows_first((512, 7, 7, 512, 3, 3), 9 * 9, 1, 2)  # weights outweigh the input
+    assert not conv2d._rows_first((128, 28, 28, 128, 3, 3), 30 * 30, 1, 2)
+    assert not conv2d._rows_first((64, 56, 56, 64, 3, 3), 58 * 58, 1, 16)  # too few rows for 16 cores
 
 
 SYMBOLIC_WIDTH = {
