@@ -73,3 +73,29 @@ def test_batch_by_tokens_rows_are_padded_to_the_tile_and_match(rng, in_features,
     assert "pad" in script and "T.vectorized" in script
     assert script.count("< seq") >= 2  # the zero padding's read, and the write-back's bound on the rows
     assert_matches_onnxruntime(model, [{"x": _x(rng, b, t, in_features)} for b, t in ((1, 1), (2, 13), (3, 8))])
+
+
+@pytest.mark.parametrize("filters,size", [(24, 13), (24, 17), (16, 15)])
+def test_1x1_convolutions_tile_their_rows_and_match(rng, filters, size):
+    # one vector of channels x 13 rows; x 9 rows, the last tile cut short; two vectors x 5 rows
+    # a static batch, as SqueezeNet's, and enough work to run in parallel (else the conv2d rule takes it)
+    model = with_relu(one_node_model("Conv", {"x": [2, 64, size, size]},
+                                     {"w": _x(rng, filters, 64, 1, 1), "b": _x(rng, filters)}, 4, kernel_shape=[1, 1],
+                                     pads=[0, 0, 0, 0], strides=[1, 1]))
+    assert "matmul" in scheduled_rules(model).values()
+    assert_matches_onnxruntime(model, [{"x": _x(rng, 2, 64, size, size)}])
+
+
+def test_register_tile_rows():
+    import tvm
+
+    from toolkit.schedules import matmul
+
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
+    # (columns J, rows I) -> (rows, columns): SqueezeNet's classifier, a prime past 13, its 55x55 maps
+    assert matmul._register_tile(avx2, 8, 1000, 13) == (13, 8)
+    assert matmul._register_tile(avx2, 8, 24, 17) == (9, 8)
+    assert matmul._register_tile(avx2, 8, 64, 55) == (5, 16)
+    assert matmul._register_tile(avx2, 8, 64, 56) == (4, 16)  # 4 divides: as before
+    assert matmul._register_tile(avx2, 8, 128, 27) == (3, 16)  # 3 divides; 6 would leave a tail
+    assert matmul._register_tile(avx2, 8, 1000, 1) == (1, 8)  # a GEMV
