@@ -2,11 +2,14 @@
 
 cache_dir()        exports and compiles cached by content, and the default tuning database:
                    $DLTK_CACHE_DIR, else ~/.cache/dltk
+code_digest()      what part of a cache key dltk's own code is: new code makes new entries
 SHIPPED_RECORDS    tuning records shipped with dltk, one directory per target key
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +29,15 @@ def cache_dir() -> Path:
         raise DltkError(f"the dltk cache {path} is not a writable directory ({e.strerror})",
                         "set DLTK_CACHE_DIR to a writable directory") from None
     return path
+
+
+@functools.cache
+def code_digest() -> bytes:
+    """A digest of every module of the installed toolkit package (read once per process)."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).resolve().parent.rglob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.digest()
 
 
 def tuning_db_root() -> Path:

@@ -3,8 +3,11 @@
     quantize_model("lenet.onnx", "lenet.int8.onnx")  # mode "auto": static QDQ here (LeNet has Conv)
 
 Every reduction goes through ONNX Runtime's own tooling (quant_pre_process, quantize_dynamic,
-quantize_static with a calibration reader; onnxruntime.transformers.float16), never a pass of
-ours. The report says what the reduction costs:
+quantize_static with a calibration reader; onnxruntime.transformers.float16). One pass of ours comes
+first in dynamic mode: self-attention fused into ONNX Runtime's Attention node (toolkit/optimize/attention.py),
+which quantize_dynamic turns into its int8 QAttention kernel, as ONNX Runtime's own transformer optimizer does
+for the BERT and GPT-2 graphs it recognises (it does not recognise torch.onnx's). The report says what the
+reduction costs:
 
 - the held-out metric of a zoo model (the export's metadata names it) before and after, scored by
   the zoo task's own evaluate() with the ONNX graph standing in for the PyTorch module;
@@ -32,9 +35,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from toolkit import paths
 from toolkit.errors import CheckFailed, DltkError
 from toolkit.files import write_atomically
 from toolkit.onnx_file import input_specs, load_onnx
+from toolkit.optimize import fuse_attention
 from toolkit.runtime.model_source import NAME_KEY, read_metadata
 from toolkit.runtime.ort import OrtSession
 from toolkit.runtime.spec import random_feeds
@@ -289,6 +294,8 @@ def _quantize(model: onnx.ModelProto, mode: str, feeds: list[dict], per_channel:
         # names from the prepared graph: its cleanup may have merged nodes (MatMul + Add into Gemm)
         kept = [] if quantize_output_layer else _kept_fp32(onnx.load(str(prepared)), mode, op_types)
         if mode == "dynamic":
+            if op_types is None or "MatMul" in op_types:
+                op_types = _with_attention_fused(prepared, op_types)
             # quantize_dynamic first rewrites each Gemm NAME as NAME_MatMul + NAME_Add: exclude by either name
             quantize_dynamic(prepared, reduced, op_types_to_quantize=op_types, per_channel=per_channel,
                              reduce_range=seven_bit_weights(), weight_type=QuantType.QInt8,
@@ -298,6 +305,16 @@ def _quantize(model: onnx.ModelProto, mode: str, feeds: list[dict], per_channel:
                             op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=seven_bit_weights(),
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=kept)
         return onnx.load(str(reduced))
+
+
+def _with_attention_fused(path: Path, op_types: list[str] | None) -> list[str] | None:
+    """Fuse the self-attention blocks of the model at `path` in place (quantize_dynamic makes each a QAttention,
+    see toolkit/optimize/attention.py); the op types to quantize, Attention among them where some were fused."""
+    fused, count = fuse_attention(onnx.load(str(path)))
+    if not count:
+        return op_types
+    onnx.save_model(fused, str(path))
+    return None if op_types is None else [*op_types, "Attention"]
 
 
 class _Reader:
@@ -395,12 +412,11 @@ def reduced_copy(onnx_path, precision: str, directory: Path, log=lambda line: No
     made once and cached by content in `directory`. No gate: a benchmark shows the metric beside the latency."""
     import hashlib
 
-    import toolkit
-
     modes = BENCH_PRECISIONS
     if precision not in modes:
         raise DltkError(f"unknown precision '{precision}'", f"use any of fp32, {', '.join(modes)}")
-    digest = hashlib.sha256(Path(onnx_path).read_bytes() + toolkit.__version__.encode()).hexdigest()[:16]
+    # dltk's code in the key: a new quantization recipe (the attention fusion, say) makes a new copy
+    digest = hashlib.sha256(Path(onnx_path).read_bytes() + paths.code_digest()).hexdigest()[:16]
     path = Path(directory) / f"{digest}-{precision}.onnx"
     if not path.is_file():
         log(f"reducing {onnx_path} to {precision} into {path}")

@@ -16,7 +16,6 @@ from typing import Callable
 
 import numpy as np
 
-import toolkit
 from toolkit import compile as compiler
 from toolkit import paths
 from toolkit.errors import DltkError
@@ -97,8 +96,7 @@ def compiled_artifact(onnx_path: Path, device: str, log=lambda line: None, untun
             digest.update(records.read_bytes())
         for records in sorted(paths.tuning_db_root().rglob("*.json")):
             digest.update(f"{records}:{records.stat().st_size}:{records.stat().st_mtime_ns}".encode())
-    for source in sorted(Path(toolkit.__file__).parent.rglob("*.py")):
-        digest.update(source.read_bytes())
+    digest.update(paths.code_digest())
     artifact = paths.cache_dir() / "compiled" / f"{digest.hexdigest()[:16]}-{device}{'-untuned' if untuned else ''}"
     if not (artifact.exists() and _cached(lambda: open_artifact(artifact), artifact, log)):
         log(f"compiling {onnx_path} for {device}{' without tuning records' if untuned else ''} into {artifact}")

@@ -208,10 +208,13 @@ def test_a_language_model_reports_perplexity_worse_in_percent(tiny_gpt, tmp_path
     graph = onnx.load(str(tmp_path / "gpt.int8.onnx")).graph
     head = [n for n in graph.node if n.name in report.fp32_layers]
     assert len(head) == 1 and head[0].op_type == "MatMul" and head[0].output[0] == graph.output[0].name
+    # each block's attention is one int8 QAttention (its QKV Linear inside); the other Linears are MatMulInteger
     fp32 = onnx.load(str(tiny_gpt)).graph
     weights = {t.name for t in fp32.initializer}
     linears = sum(n.op_type == "MatMul" and n.input[1] in weights for n in fp32.node)
-    assert report.reduced_nodes["MatMulInteger"] == linears - 1
+    blocks = sum(n.op_type == "Softmax" for n in fp32.node)
+    assert blocks and report.reduced_nodes["QAttention"] == blocks
+    assert report.reduced_nodes["MatMulInteger"] == linears - 1 - blocks
 
 
 def fp32_linears(path) -> list[str]:
