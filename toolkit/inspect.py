@@ -112,8 +112,9 @@ def count_flops(model: onnx.ModelProto, batch: int = 1) -> int:
     return graph_cost(model, batch)["flops"]
 
 
-def graph_cost(model: onnx.ModelProto, batch: int = 1) -> dict:
-    """FLOPs and bytes moved by one inference at `batch` (symbolic dims bound to it).
+def graph_cost(model: onnx.ModelProto, batch: int = 1, shapes: dict[str, tuple] | None = None) -> dict:
+    """FLOPs and bytes moved by one inference at `batch` (symbolic dims bound to it), or on inputs of
+    these `shapes` (name -> shape: what a bench feeds, a GPT's sequence as well as its batch).
 
     flops: 2 per multiply-add of Conv, ConvTranspose, Gemm and MatMul (elementwise work is
     not counted, as fvcore and ptflops do). bytes: what an unfused execution reads and
@@ -121,7 +122,7 @@ def graph_cost(model: onnx.ModelProto, batch: int = 1) -> dict:
     bytes_min: weights, graph inputs and outputs once, what even a perfect fusion moves.
     Tensors whose shape stays unknown after shape inference are left out of both.
     """
-    model = _inferred(_with_symbols_bound(model, batch))
+    model = _inferred(_with_symbols_bound(model, batch, shapes or {}))
     shapes = _known_shapes(model)
     sizes = _element_sizes(model)
 
@@ -155,12 +156,13 @@ def graph_cost(model: onnx.ModelProto, batch: int = 1) -> dict:
     return {"flops": flops, "bytes": moved, "bytes_min": weights + ends, "weight_bytes": weights}
 
 
-def _with_symbols_bound(model: onnx.ModelProto, size: int = 1) -> onnx.ModelProto:
+def _with_symbols_bound(model: onnx.ModelProto, size: int, shapes: dict[str, tuple]) -> onnx.ModelProto:
     model = onnx.ModelProto.FromString(model.SerializeToString())
     for value in model.graph.input:
-        for dim in value.type.tensor_type.shape.dim:
+        shape = shapes.get(value.name)
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
             if not dim.HasField("dim_value"):
-                dim.dim_value = size
+                dim.dim_value = shape[axis] if shape is not None and axis < len(shape) else size
     return model
 
 

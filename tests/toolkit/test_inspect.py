@@ -5,13 +5,13 @@ from onnx import TensorProto, helper, numpy_helper
 from toolkit.inspect import count_flops, graph_cost, inspect_model, inspect_path
 
 
-def _gemm_model(batch="batch"):
+def _gemm_model(batch="batch", *sequence):
     weight = numpy_helper.from_array(np.zeros((64, 10), np.float32), "w")
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Relu", ["y"], ["z"])],
         "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 64])],
-        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [batch, 10])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, *sequence, 64])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [batch, *sequence, 10])],
         initializer=[weight],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
@@ -29,6 +29,13 @@ def test_graph_cost_counts_flops_and_bytes_at_a_batch():
     assert cost["weight_bytes"] == w
     assert cost["bytes"] == (x + w + y) + (y + y)  # MatMul reads x and w, writes y; Relu reads y, writes z
     assert cost["bytes_min"] == w + x + y
+
+
+def test_graph_cost_takes_every_symbolic_dim_from_the_shapes_fed():
+    # a GPT's sequence is its own dim: bound to the batch, batch 1 would count one token
+    model = _gemm_model("batch", "sequence")
+    assert graph_cost(model, batch=2, shapes={"x": (2, 64, 64)})["flops"] == 2 * 64 * 2 * 64 * 10
+    assert graph_cost(model, batch=2)["flops"] == 2 * 2 * 2 * 64 * 10  # no shapes: every symbol is the batch
 
 
 def test_report_lists_io_params_ops_and_support():

@@ -74,7 +74,8 @@ class Subject:
 
             from toolkit.inspect import graph_cost
 
-            self._costs[batch] = graph_cost(onnx.load(str(self.onnx_path)), batch)
+            shapes = {name: array.shape for name, array in self.feeds(batch).items()}
+            self._costs[batch] = graph_cost(onnx.load(str(self.onnx_path)), batch, shapes)
         return self._costs[batch]
 
 
