@@ -10,7 +10,8 @@ the row names the mode `dltk quantize` picks by default (--mode auto).
 Latency: what `dltk bench SOURCE --backend ort --batch 1,8 --precision fp32,int8-static,int8-dynamic`
 measures (blocks interleaved across precisions, repeated runs). Writes precision.json and precision.md.
 --metric-from / --latency-from take either half from an earlier precision.json (the two halves can
-run at different times; each says its own load).
+run at different times; each says its own load); --rescore NAME... with --checkpoints scores those
+models anew and keeps the other rows of --metric-from.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ LATENCY_COLUMNS = (("ort", "fp32"), ("ort", "int8-static"), ("ort", "int8-dynami
 BUDGET = bench.Budget(warmup=5, min_iterations=20, min_seconds=1.0, max_seconds=20.0, repeats=3)
 
 
-def metric_rows(checkpoints: Path, log) -> list[dict]:
+def metric_rows(checkpoints: Path, log, only: list[str] | None = None) -> list[dict]:
     import models
     from models import checkpoint
 
@@ -44,7 +45,7 @@ def metric_rows(checkpoints: Path, log) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for name in models.REGISTRY:
             path = checkpoints / f"{name}.pt"
-            if not path.is_file():
+            if not path.is_file() or (only and name not in only):
                 continue
             info = checkpoint.read(path)["info"]
             onnx_path = Path(tmp) / f"{name}.onnx"
@@ -107,7 +108,8 @@ def markdown(rows: list[dict], run: dict, load_after: list[float], metric_load: 
         f"after: {', '.join(f'{x:.2f}' for x in load_after)} (a shared machine: read ratios, not absolute times); "
         f"after the metric run: {', '.join(f'{x:.2f}' for x in metric_load)}",
         f"- int8: u8 activations, s8 weights, {bits}; static = QDQ calibrated on 64 training samples, "
-        "dynamic = activations quantized at run time (ONNX Runtime's quantize_static / quantize_dynamic); "
+        "dynamic = activations quantized at run time (ONNX Runtime's quantize_static / quantize_dynamic; dynamic mode "
+        "fuses self-attention into ONNX Runtime's Attention first, which quantize_dynamic makes a QAttention); "
         "default = the mode `dltk quantize` picks (--mode auto: static for graphs with Conv, dynamic otherwise); "
         "the output layer (the Linear that computes the logits) stays fp32, as `dltk quantize` leaves it by default",
         "- metric rows: checkpoints trained with each model's recipe (`dltk train NAME`; the epochs column says how "
@@ -170,6 +172,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", type=Path, help="Directory of NAME.pt checkpoints to score.")
     parser.add_argument("--metric-from", type=Path, help="Take the metric rows from this precision.json instead.")
+    parser.add_argument("--rescore", nargs="+", default=[],
+                        help="With --metric-from and --checkpoints: score these models anew (their recipe changed).")
     parser.add_argument("--latency", nargs="+", default=["resnet18", "gpt"], help="Sources to time (NAME or CKPT).")
     parser.add_argument("--one-thread", nargs="*", default=[], help="Sources also timed at 1 intra-op thread.")
     parser.add_argument("--tvm", nargs="*", default=[], help="Sources also timed on TVM (fp32 and the QDQ copy).")
@@ -184,6 +188,11 @@ def main(argv=None) -> int:
     if args.metric_from:
         earlier = json.loads(args.metric_from.read_text())
         rows, metric_load = earlier["metric"], earlier["metric_load"]
+        if args.rescore:
+            if not args.checkpoints:
+                parser.error("--rescore needs --checkpoints DIR")
+            fresh = {row["model"]: row for row in metric_rows(args.checkpoints, log, args.rescore)}
+            rows = [fresh.get(row["model"], row) for row in rows]
     elif args.checkpoints:
         rows, metric_load = metric_rows(args.checkpoints, log), list(os.getloadavg())
     else:
