@@ -38,6 +38,7 @@ from toolkit.nan import propagate_nan
 from toolkit.records import ShippedRecords, shipped_for, target_key
 from toolkit.rpc import RpcTarget, rpc_target
 from toolkit.runtime.tvm_runtime import size_thread_pool
+from toolkit.schedules import winograd
 
 DEFAULT_BATCHES = (1, 8)
 TRIALS_PER_ROUND = 16  # candidates measured per kernel per round, as MetaSchedule's default batch
@@ -170,6 +171,7 @@ def fuse(module, tvm_target):
     passes = [
         *relax.pipeline.library_dispatch_passes(tvm_target),
         relax.transform.DecomposeOpsForInference(),
+        *([] if is_gpu else [winograd.legalize()]),  # 3x3 convolutions with fewer multiply-adds
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),

@@ -20,8 +20,9 @@ def rules() -> list:
     from toolkit.schedules.matmul import Matmul
     from toolkit.schedules.pool import Pool2d
     from toolkit.schedules.reduction import RowReduction
+    from toolkit.schedules.winograd import WinogradInput, WinogradOutput
 
-    return [Matmul(), ConvTranspose(), Conv2d(), Pool2d(), RowReduction()]
+    return [WinogradInput(), WinogradOutput(), Matmul(), ConvTranspose(), Conv2d(), Pool2d(), RowReduction()]
 
 
 def apply(mod, target=None):

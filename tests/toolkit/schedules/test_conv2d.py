@@ -56,12 +56,13 @@ def test_conv2d_with_bias_and_relu_matches_onnxruntime_at_batch_1_and_3(rng, nam
 
 
 def test_resnet_sized_conv_runs_on_both_cores_with_packed_weights(rng):
-    model = one_node_model("Conv", {"x": [1, 32, 14, 14]}, {"w": _x(rng, 64, 32, 3, 3)}, 4,
-                           kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    # stride 2, a ResNet stage's first convolution (stride 1 would be Winograd's: test_winograd.py)
+    model = one_node_model("Conv", {"x": [1, 32, 28, 28]}, {"w": _x(rng, 64, 32, 3, 3)}, 4,
+                           kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2])
     assert set(scheduled_rules(model).values()) >= {"conv2d"}
     script = scheduled_scripts(model)
     assert "T.parallel" in script and "T.vectorized" in script and "layout_rewrite_preproc" in script
-    assert_matches_onnxruntime(model, [{"x": _x(rng, 1, 32, 14, 14)}])
+    assert_matches_onnxruntime(model, [{"x": _x(rng, 1, 32, 28, 28)}])
 
 
 def test_a_prime_width_gets_a_full_tile_of_columns_not_one_pixel():
