@@ -149,8 +149,8 @@ def result_warnings(results: list[BenchResult]) -> list[str]:
     over_peak = [r.where() for r in results if (r.peak_share or 0.0) > 1.0]
     if over_peak:
         warnings.append(f"{len(over_peak)} results ran faster than the peak ({', '.join(over_peak)}): "
-                        "the cores boosted past the clock the kernel reports, or other work slowed the matmul "
-                        "probe, so every '% peak' overstates the share")
+                        "FLOPs are counted as the direct algorithm's, which Winograd convolutions beat, or the cores "
+                        "boosted past the clock the kernel reports, or other work slowed the matmul probe")
     return warnings
 
 
