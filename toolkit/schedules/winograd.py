@@ -22,7 +22,8 @@ verification tolerance.
 The direct convolution (toolkit.schedules.conv2d) stays where a GEMM would be short: fewer than
 MIN_TILES tiles (ResNet's 7x7 maps at batch 1) waste the register tiles and read the transformed
 weights, (m + 2)^2 / 9 times the originals, for few rows. Where 4x4 tiles are too few, 2x2 tiles may
-not be. Shapes must be static, and the maps multiples of the tile.
+not be. Shapes must be static. A map the tile does not divide (7x7, SqueezeNet's 55x55) gets a last
+row and column of tiles that reach into the zero padding; the output transform writes only the map.
 """
 
 from __future__ import annotations
@@ -98,9 +99,13 @@ def _plan(call):
     if channels % LANES or kernel.shape[0] % LANES:
         return None
     for tile in TILE_SIZES:
-        if height % tile == 0 and width % tile == 0 and batch * (height // tile) * (width // tile) >= MIN_TILES:
+        if batch * _tiles(height, tile) * _tiles(width, tile) >= MIN_TILES:
             return tile, kernel
     return None
+
+
+def _tiles(size: int, tile: int) -> int:
+    return -(-size // tile)  # the last tile of an odd map reaches into the zero padding
 
 
 def _matrices(tile: int):
@@ -148,11 +153,11 @@ def _input_te(data, tile: int):
     batch, channels, height, width = (int(d) for d in data.shape)
     _, b, _ = _matrices(tile)
     alpha = tile + 2
-    tiles_y, tiles_x = height // tile, width // tile
+    tiles_y, tiles_x = _tiles(height, tile), _tiles(width, tile)
     tiles = batch * tiles_y * tiles_x
     zero = tirx.const(0.0, "float32")
     # NCHW -> padded NHWC: a vector of the transforms below holds 8 channels of one pixel
-    padded = te.compute((batch, height + 2, width + 2, channels), lambda n, y, x, c: tirx.if_then_else(
+    padded = te.compute((batch, tiles_y * tile + 2, tiles_x * tile + 2, channels), lambda n, y, x, c: tirx.if_then_else(
         tirx.all(y >= 1, y <= height, x >= 1, x <= width), data[n, c, y - 1, x - 1], zero), name="winograd_pad")
 
     def window(p, r1, r2, c):  # row r1, column r2 of tile p's window
@@ -181,7 +186,7 @@ def _output_te(products, shape, filters: int, tile: int):
     batch, _, height, width = shape
     a, _, _ = _matrices(tile)
     alpha = tile + 2
-    tiles_y, tiles_x = height // tile, width // tile
+    tiles_y, tiles_x = _tiles(height, tile), _tiles(width, tile)
     tiles = batch * tiles_y * tiles_x
     columns = te.compute((alpha, tile, tiles, filters), lambda s1, v, p, f: _select(
         v, [_combine(a[:, j], lambda s2: products[s1 * alpha + s2, p, f]) for j in range(tile)]), name="winograd_columns")
@@ -253,6 +258,7 @@ class WinogradOutput(cpu.Rule):
         if columns is None or blocks is None or layout is None:
             return False
         tile = int(sch.get(blocks).iter_vars[1].dom.extent)
+        width = int(sch.get(layout).iter_vars[3].dom.extent)
         _inline_epilogue(sch, layout)
         written = sch.get_consumers(blocks)
         if len(written) != 1:
@@ -266,7 +272,10 @@ class WinogradOutput(cpu.Rule):
         sch.parallel(sch.fuse(n, ty))
         sch.unroll(fi)
         sch.unroll(u)
-        sch.vectorize(v)
+        if width % tile:  # the row's last tile is cut short: no whole vector
+            sch.unroll(v)
+        else:
+            sch.vectorize(v)
         sch.compute_at(blocks, fo)
         sch.compute_at(columns, fo)
         for block in (blocks, columns):
