@@ -5,7 +5,9 @@ hold a symbolic batch, so the module gets static copies of `main` for chosen bat
 (`main_b1`, `main_b8`, ...) next to the dynamic `main`. Only the static copies' kernels are
 tuned; the runtime calls `main_bN` when the input batch is N and `main` (default schedules)
 otherwise, like TensorRT's optimization profiles. The static copies are kept only when
-the database has records for the model's kernels, so an untuned compile is the plain dynamic module.
+the database has records for the model's kernels, or where their 3x3 convolutions became Winograd
+ones (toolkit/schedules/winograd.py, which needs static shapes); otherwise an untuned compile is the
+plain dynamic module.
 
 Records live in a MetaSchedule JSON database, one directory per target (`DB/<target key>/`),
 because MetaSchedule matches records by workload alone, not by target. Tuning counts the
@@ -90,9 +92,11 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
     # The default database (the dltk cache) is read whenever it exists: a plain compile reuses
     # what an earlier `--tune` without --db recorded (and foreign records measured here).
     has_records = (user_dir / "database_workload.json").is_file()
-    # Static variants are kept only where records cover them: with no records to be had, make none.
+    # Static variants are kept only where records cover them or Winograd rewrote convolutions in them
+    # (it needs static shapes): with neither to be had, make none.
     may_have_records = bool(options.trials or options.db or has_records or shipped)
-    batches = [b for b in options.batches if b > 0] if batch_symbols and may_have_records else []
+    may_use_winograd = tvm_target.kind.name == "llvm" and winograd.has_conv2d(module)
+    batches = [b for b in options.batches if b > 0] if batch_symbols and (may_have_records or may_use_winograd) else []
     variants = {b: f"main_b{b}" for b in batches}
     try:
         fused = fuse(_with_static_variants(module, batch_symbols, variants, static_dims or {}), tvm_target)
@@ -129,8 +133,8 @@ def prepare(module, target: dict, batch_symbols: list[str], options: TuneOptions
 
     database = ms.database.UnionDatabase(*databases) if databases else ms.database.MemoryDatabase()
     covered = {i for i, t in enumerate(tasks) if any(d.has_workload(t.dispatched[0]) for d in databases)}
-    # Static variants only pay off with records; untuned, they would only add code.
-    kept = variants if covered else {}
+    # Static variants pay off with records, or with Winograd convolutions; otherwise they would only add code.
+    kept = variants if covered else {b: name for b, name in variants.items() if winograd.rewritten(module[name])}
     dropped = [name for b, name in variants.items() if b not in kept]
     if dropped:
         module = relax.transform.DeadCodeElimination(["main", *kept.values()])(_without(module, dropped))

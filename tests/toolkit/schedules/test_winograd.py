@@ -2,6 +2,7 @@
 residual add after them, batches; and the convolutions the rewrite leaves to the direct rule."""
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from onnx import helper
 
@@ -83,3 +84,35 @@ def test_the_transformed_weights_give_the_direct_convolution_of_one_tile():
         winograd_out = a.T @ (u * (b.T @ window @ b)) @ a
         direct = np.array([[np.sum(window[y:y + 3, x:x + 3] * kernel) for x in range(tile)] for y in range(tile)])
         np.testing.assert_allclose(winograd_out, direct, rtol=1e-5, atol=1e-5)
+
+
+def test_a_symbolic_batch_model_gets_static_variants_for_winograd_without_records(rng, tmp_path):
+    """Winograd needs static shapes: an untuned compile keeps the batch-1 and batch-8 copies of main where
+    their convolutions were rewritten, and the artifact serves those batches and any other."""
+    import onnx
+
+    from toolkit import runtime, tune
+    from toolkit.compile import compile_model
+
+    model = _conv(rng, "batch", 16, 16, 14)
+    path = tmp_path / "conv.onnx"
+    onnx.save(model, str(path))
+    untuned = tune.TuneOptions(shipped=False, db=tmp_path / "no-records")
+    report = compile_model(path, tmp_path / "conv.tvm", target="cpu", tuning=untuned, choose_engine=False)
+    assert report.artifact.manifest["variants"] == {"1": "main_b1", "8": "main_b8"}
+    session = runtime.load(tmp_path / "conv.tvm")
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3, 8):  # 3: main, the direct convolution
+        feeds = _feeds(rng, batch, 16, 14)[0]
+        np.testing.assert_allclose(session.run(feeds)["y"], reference.run(None, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_without_a_convolution_winograd_takes_no_static_variant_is_kept(rng, tmp_path):
+    from toolkit import tune
+    from toolkit.compile import import_onnx
+    from toolkit.target import resolve_target
+
+    strided = _conv(rng, "batch", 16, 16, 28, strides=[2, 2])
+    prepared = tune.prepare(import_onnx(strided), resolve_target("cpu"), ["batch"],
+                            tune.TuneOptions(shipped=False, db=tmp_path / "no-records"))
+    assert prepared.variants == {}
