@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -67,10 +68,23 @@ def test_second_compile_reuses_the_database_without_tuning(tuned, mlp_onnx):
     assert plain.manifest["tuning"]["trials_run"] == 0 and plain.manifest["variants"]
 
 
-def test_compile_without_records_stays_one_dynamic_function(mlp_onnx, tmp_path):
+def test_compile_without_records_still_makes_static_variants_on_a_cpu(mlp_onnx, tmp_path):
+    # the default schedules tile static shapes whole: batch 1 and 8 get copies of main, untuned
     artifact = compile_model(mlp_onnx, tmp_path / "m.tvm", tuning=TuneOptions(db=tmp_path / "empty", shipped=False),
                              choose_engine=False).artifact
-    assert artifact.manifest["tuning"] is None and artifact.manifest["variants"] == {}
+    assert artifact.manifest["tuning"] is None and artifact.manifest["variants"] == {"1": "main_b1", "8": "main_b8"}
+
+
+def test_compile_without_records_for_a_gpu_stays_one_dynamic_function(mlp_onnx):
+    from tvm import relax
+
+    from toolkit import tune
+    from toolkit.compile import import_onnx
+
+    prepared = tune.prepare(import_onnx(onnx.load(str(mlp_onnx))), {"kind": "cuda", "arch": "sm_90"}, ["batch"],
+                            TuneOptions(shipped=False))
+    assert prepared.variants == {}
+    assert [gv.name_hint for gv, f in prepared.module.functions_items() if isinstance(f, relax.Function)] == ["main"]
 
 
 def test_shipped_records_apply_when_the_target_matches(mlp_onnx, tmp_path):

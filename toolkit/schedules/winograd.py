@@ -77,27 +77,6 @@ def legalize():
     return rewrite
 
 
-def has_conv2d(mod) -> bool:
-    """Whether any Relax function of `mod` calls conv2d (before legalization): what the rewrite may take."""
-    from tvm import relax
-
-    return any(_calls(func, lambda op: getattr(op, "name", None) == "relax.nn.conv2d")
-               for _, func in mod.functions_items() if isinstance(func, relax.Function))
-
-
-def rewritten(func) -> bool:
-    """Whether a (legalized, fused) Relax function calls a Winograd kernel."""
-    return _calls(func, lambda op: "winograd_" in getattr(op, "name_hint", ""))
-
-
-def _calls(func, wanted) -> bool:
-    from tvm import relax
-
-    found = []
-    relax.analysis.post_order_visit(func, lambda e: found.append(True) if wanted(e) else None)
-    return bool(found)
-
-
 def _plan(call):
     """(tile size m, the weight as numpy) where the conv2d is eligible, else None."""
     import tvm

@@ -106,13 +106,3 @@ def test_a_symbolic_batch_model_gets_static_variants_for_winograd_without_record
         feeds = _feeds(rng, batch, 16, 14)[0]
         np.testing.assert_allclose(session.run(feeds)["y"], reference.run(None, feeds)[0], rtol=1e-4, atol=1e-4)
 
-
-def test_without_a_convolution_winograd_takes_no_static_variant_is_kept(rng, tmp_path):
-    from toolkit import tune
-    from toolkit.compile import import_onnx
-    from toolkit.target import resolve_target
-
-    strided = _conv(rng, "batch", 16, 16, 28, strides=[2, 2])
-    prepared = tune.prepare(import_onnx(strided), resolve_target("cpu"), ["batch"],
-                            tune.TuneOptions(shipped=False, db=tmp_path / "no-records"))
-    assert prepared.variants == {}
