@@ -197,7 +197,8 @@ def _output_te(products, shape, filters: int, tile: int):
 
 
 # relax's op patterns (tvm/relax/op_attr_types.h): the output kernel fuses the elementwise ops after it,
-# as a convolution does; the input kernel fuses nothing (a producer's epilogue is fused into its own kernel).
+# as a convolution does (the GEMM is marked the same, as a matmul is: nothing elementwise follows it); the
+# input kernel fuses nothing (a producer's epilogue is fused into its own kernel).
 _OUT_ELEMWISE_FUSABLE, _OPAQUE = 4, 8
 
 
