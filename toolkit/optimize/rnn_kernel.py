@@ -4,11 +4,12 @@
 constants by TVM) and replaces the node with one `ai.dltk` RecurrentSequence node, which the
 converter here turns into a `call_tir` of a PrimFunc written for it:
 
-    for (direction, two sequences) in parallel:    # independent; on every core from PARALLEL_WORK up
+    for (direction, group of 1, 2 or 4 sequences) in parallel:  # independent; all cores from PARALLEL_WORK up
         h, c = initial states (or zeros)            # one row per sequence, in L1
         for each time step t (backwards for a reverse direction):
-            for each block of hidden units:          # JB x 8 lanes x G gates x 2 sequences: 8 accumulators
-                gates = bias + x_t @ W^T + h @ R^T   # broadcast-FMA, each weight vector loaded once for both
+            for each block of hidden units:          # JB x 8 lanes x G gates x the group's sequences
+                gates = bias + x_t @ W^T + h @ R^T   # broadcast-FMA, each weight vector loaded once for the group,
+                                                     # in passes over the gates of at most 8 accumulators
                 h_new, c_new = the cell's gate math  # activations as vector TIR (fast_math)
             h, c = h_new, c_new where t < sequence_lens[b]; Y[t] = h_new there, else 0
 
@@ -39,6 +40,10 @@ ACCUMULATORS = 8  # vector accumulators in flight per block: FMA latency x throu
 # on a busy machine a descheduled worker stalls the call (measured on the zoo's LSTM and GRU at
 # batch 8, 0.7-1.2M multiply-adds: one core ran 0.77x ONNX Runtime's p50, all cores 0.82-0.85x).
 PARALLEL_WORK = 1 << 21
+# Sequences computed side by side from this batch up, each weight vector loaded serving all of them
+# (with gates in two passes, so their accumulators stay in registers): against two, 0.86-0.89x the
+# zoo LSTM's kernel time at batch 8 on a Zen 3; eight were slower than four (broadcast loads).
+WIDE_GROUP = 4
 
 
 @dataclass(frozen=True)
@@ -178,16 +183,26 @@ def build_kernel(spec: KernelSpec):
                             with T.vectorized(0, LANES) as v:
                                 body(i, jb, v, start + jb * LANES + v)
 
-                def accumulate(rows_of, size, value_of, weights, start):
-                    """acc[i, row] += value_of(i, k) * weights[d, k, gate, j] over k < size, for (gate, row) in rows_of."""
-                    with T.serial(0, size) as k:
-                        scalars = [value_of(i, k) for i in range(count)]
-                        for gate, row in rows_of:
-                            with T.unroll(0, block) as jb:
-                                with T.vectorized(0, LANES) as v:
-                                    weight = weights[d, k, gate, start + jb * LANES + v]
-                                    for i in range(count):
-                                        T.buffer_store(acc, acc[i, row, jb, v] + scalars[i] * weight, [i, row, jb, v])
+                def accumulate(parts, start):
+                    """acc[i, row] += value_of(i, k) * weights[d, k, gate, j] over k < size, for each part
+                    (rows_of, size, value_of, weights) and (gate, row) in its rows_of; in passes over the rows
+                    that keep at most ACCUMULATORS vectors in registers, so no accumulator spills."""
+                    rows_used = sorted({row for rows_of, *_ in parts for _, row in rows_of})
+                    per_pass = max(1, ACCUMULATORS // (count * block))
+                    for first_row in range(0, len(rows_used), per_pass):
+                        chosen = set(rows_used[first_row:first_row + per_pass])
+                        for rows_of, size, value_of, weights in parts:
+                            pass_rows = [(gate, row) for gate, row in rows_of if row in chosen]
+                            if not pass_rows:
+                                continue
+                            with T.serial(0, size) as k:
+                                scalars = [value_of(i, k) for i in range(count)]
+                                for gate, row in pass_rows:
+                                    with T.unroll(0, block) as jb:
+                                        with T.vectorized(0, LANES) as v:
+                                            weight = weights[d, k, gate, start + jb * LANES + v]
+                                            for i in range(count):
+                                                T.buffer_store(acc, acc[i, row, jb, v] + scalars[i] * weight, [i, row, jb, v])
 
                 with T.serial(0, steps) as s:
                     if dirs == 2:
@@ -205,15 +220,14 @@ def build_kernel(spec: KernelSpec):
                                 T.buffer_store(acc, r_bias_h[d, 0, j], [i, gates, jb, v])
 
                         for_lanes(init, start)
-                        accumulate([(g, g) for g in range(gates)], spec.features,
-                                   lambda i, k: x[by_layout(t, seq[i], k)], w, start)
                         if gru and spec.linear_before_reset:
                             recurrent_rows = [(0, 0), (1, 1), (2, gates)]
                         elif gru:
                             recurrent_rows = [(0, 0), (1, 1)]  # the candidate waits for the reset gate
                         else:
                             recurrent_rows = [(g, g) for g in range(gates)]
-                        accumulate(recurrent_rows, hidden, lambda i, k: h[i, k], r, start)
+                        accumulate([([(g, g) for g in range(gates)], spec.features, lambda i, k: x[by_layout(t, seq[i], k)], w),
+                                    (recurrent_rows, hidden, lambda i, k: h[i, k], r)], start)
 
                         def cell(i, jb, v, j):
                             a = [acc[i, row, jb, v] for row in range(rows)]
@@ -250,7 +264,7 @@ def build_kernel(spec: KernelSpec):
                                 T.buffer_store(acc, h_new[i, j], [i, 2, jb, v])
 
                             for_lanes(init_candidate, start)
-                            accumulate([(2, 2)], hidden, lambda i, k: reset_h[i, k], r, start)
+                            accumulate([([(2, 2)], hidden, lambda i, k: reset_h[i, k], r)], start)
 
                             def candidate(i, jb, v, j):
                                 z = z_gate[i, j]
@@ -276,22 +290,30 @@ def build_kernel(spec: KernelSpec):
                         with T.serial(0, hidden) as j:
                             T.buffer_store(final, tirx.Select(length[i] > 0, state[i, j], const(0.0)), state_index(i, j))
 
-            # Two sequences side by side share each weight load (the weights outgrow L1, so loads
-            # are the limit); all cores only from PARALLEL_WORK up.
-            pairs = dirs * ((batch + 1) // 2)
+            # Sequences side by side share each weight load (the weights outgrow L1, so loads are
+            # the limit): four from batch 4 up, two below; all cores only from PARALLEL_WORK up.
             work = steps * gates * hp * (spec.features + hidden) * dirs  # multiply-adds per sequence
+
+            def groups_of(count):
+                groups = dirs * ((batch + count - 1) // count)
+                with T.If(batch * work >= PARALLEL_WORK):
+                    with T.Then():
+                        with T.parallel(0, groups) as index:
+                            sequences(index, count)
+                    with T.Else():
+                        with T.serial(0, groups) as index:
+                            sequences(index, count)
+
             with T.If(batch == 1):
                 with T.Then():
                     with T.serial(0, dirs) as index:
                         sequences(index, 1)
                 with T.Else():
-                    with T.If(batch * work >= PARALLEL_WORK):
+                    with T.If(batch < WIDE_GROUP):
                         with T.Then():
-                            with T.parallel(0, pairs) as index:
-                                sequences(index, 2)
+                            groups_of(2)
                         with T.Else():
-                            with T.serial(0, pairs) as index:
-                                sequences(index, 2)
+                            groups_of(WIDE_GROUP)
     return builder.get()
 
 

@@ -1,7 +1,8 @@
 """LSTM, GRU and RNN nodes lowered to primitive ops: ONNX Runtime on the original graph is the reference.
 
 The cheap checks run the lowered graph in ONNX Runtime over the whole spec matrix; a chosen set
-is compiled with TVM and run at batch 1, 3 and 8; PyTorch exports go through `dltk compile`.
+is compiled with TVM and run at batch 1, 3, 6 and 8 (one sequence, pairs, groups of four with a partial
+one, whole groups); PyTorch exports go through `dltk compile`.
 """
 
 import itertools
@@ -23,7 +24,7 @@ from toolkit.target import resolve_target
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 STEPS, FEATURES, HIDDEN = 4, 3, 5
-BATCHES = (1, 3, 8)
+BATCHES = (1, 3, 6, 8)
 
 
 def recurrent_model(
