@@ -19,10 +19,9 @@ keeps a tile's transform in registers. In fp32 the outputs stay within 2e-5 of t
 relative to the output's range on ResNet-18's layers (F(4x4) included), well inside the compile's
 verification tolerance.
 
-The direct convolution (toolkit.schedules.conv2d) stays where a GEMM would be short: fewer than
-MIN_TILES tiles (ResNet's 7x7 maps at batch 1) waste the register tiles and read the transformed
-weights, (m + 2)^2 / 9 times the originals, for few rows. Where 4x4 tiles are too few, 2x2 tiles may
-not be. Shapes must be static. A map the tile does not divide (7x7, SqueezeNet's 55x55) gets a last
+The direct convolution (toolkit.schedules.conv2d) stays where a GEMM would be shorter than
+MIN_TILES rows: it would read the transformed weights, (m + 2)^2 / 9 times the originals, for too few
+rows. Where 4x4 tiles are too few (a 4x4 map at batch 1), 2x2 tiles may not be. Shapes must be static. A map the tile does not divide (7x7, SqueezeNet's 55x55) gets a last
 row and column of tiles that reach into the zero padding; the output transform writes only the map.
 """
 
@@ -33,7 +32,11 @@ import numpy as np
 from toolkit.schedules import cpu
 from toolkit.schedules.matmul import _inline_epilogue
 
-MIN_TILES = 48  # tiles per image batch below which the GEMMs are too short (see above)
+# Tiles per batch below which the GEMMs are too short (see above). Measured on a Zen 3, 2 cores, against
+# the 48 first chosen: VGG p50 0.77x / 0.64x ONNX Runtime's at batch 1 / 8 instead of 1.02 / 0.95 (its 8x8
+# and 4x4 maps, 4-16 tiles, now Winograd), ResNet-18 the same within noise (0.76-0.78 / 0.74-0.75); a
+# single tile (F(4x4) on a 4x4 map at batch 1) lost to F(2x2)'s four, 38 us against 31.
+MIN_TILES = 4
 TILE_SIZES = (4, 2)  # m of F(m x m, 3 x 3), the larger first
 LANES = 8  # channels per vector in the transforms' layout: both channel counts must be multiples
 
@@ -98,9 +101,15 @@ def _plan(call):
         return None
     if channels % LANES or kernel.shape[0] % LANES:
         return None
+    tile = tile_size(batch, height, width)
+    return (tile, kernel) if tile else None
+
+
+def tile_size(batch: int, height: int, width: int) -> int | None:
+    """m of F(m x m, 3 x 3) for `batch` maps of height x width, None where the direct convolution stays."""
     for tile in TILE_SIZES:
         if batch * _tiles(height, tile) * _tiles(width, tile) >= MIN_TILES:
-            return tile, kernel
+            return tile
     return None
 
 

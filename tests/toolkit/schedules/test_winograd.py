@@ -33,19 +33,21 @@ def _feeds(rng, batch, channels, size):
 
 
 CASES = {
-    # name: (batch, in channels, out channels, size): the tile the rewrite picks
-    "28x28, 4x4 tiles": (1, 16, 24, 28),  # 49 tiles of 4x4
-    "14x14, 2x2 tiles": (1, 16, 16, 14),  # 16 tiles of 4x4 are too few: 49 of 2x2
-    "batch 3 of 8x8, 2x2 tiles": (3, 8, 32, 8),  # 48 tiles of 2x2 over the batch
+    # name: (batch, in channels, out channels, size, the tile the rewrite picks)
+    "28x28, 4x4 tiles": (1, 16, 24, 28, 4),  # 49 tiles of 4x4
+    "4x4, 2x2 tiles": (1, 16, 16, 4, 2),  # one tile of 4x4 is too few: 4 of 2x2
+    "batch 3 of 4x4, 2x2 tiles": (3, 8, 32, 4, 2),  # 3 tiles of 4x4 over the batch are too few: 12 of 2x2
     # maps no tile divides: the last tiles reach into the zero padding, and only the map is written
-    "29x29, 4x4 tiles cut short": (1, 8, 16, 29),
-    "7x7 at batch 8, 2x2 tiles cut short": (8, 16, 16, 7),  # ResNet's last stage at batch 8
+    "29x29, 4x4 tiles cut short": (1, 8, 16, 29, 4),
+    "batch 2 of 7x7, 4x4 tiles cut short": (2, 16, 16, 7, 4),  # ResNet's last stage: 4 tiles per image
+    "3x3, 2x2 tiles cut short": (1, 16, 8, 3, 2),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_winograd_matches_onnxruntime(rng, name):
-    batch, channels, filters, size = CASES[name]
+    batch, channels, filters, size, tile = CASES[name]
+    assert winograd.tile_size(batch, size, size) == tile
     model = _conv(rng, batch, channels, filters, size)
     assert set(scheduled_rules(model).values()) == WINOGRAD_RULES
     assert_matches_onnxruntime(model, _feeds(rng, batch, channels, size))
@@ -63,7 +65,7 @@ def test_the_residual_add_is_fused_after_the_output_transform(rng):
     dict(batch="batch"),  # a symbolic batch: its static variants get the rewrite, not the symbolic kernel
     dict(strides=[2, 2]),
     dict(dilations=[2, 2], pads=[2, 2, 2, 2]),
-    dict(size=7),  # 4 tiles at batch 1: the GEMMs would be too short
+    dict(size=2),  # one tile at batch 1: the GEMMs would be a row each
     dict(channels=3),  # RGB in: no vector of channels
 ])
 def test_what_the_rewrite_leaves_to_the_direct_convolution(rng, change):
