@@ -1,4 +1,4 @@
-"""Tuning a tiny MLP with a handful of trials: records written, reused without tuning, parity kept."""
+"""Tuning tiny models with a handful of trials: records written, reused without tuning, parity kept."""
 
 import json
 
@@ -240,3 +240,41 @@ def test_fused_kernels_carry_no_attribute_of_ours(mlp_onnx):
     kernels = [f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert kernels and any(list(f.attrs.get("layout_free_buffers", [])) for f in kernels)
     assert not [f for f in kernels if KERNEL_TAG in f.attrs]
+
+
+def _conv_then_pool(tmp_path):
+    """A 3x3 convolution the Winograd rewrite takes, then a max-pool: one kernel of each kind."""
+    from tests.toolkit.schedules.conftest import one_node_model
+
+    rng = np.random.default_rng(0)
+    model = one_node_model("Conv", {"x": [1, 32, 8, 8]}, {"w": rng.standard_normal((32, 32, 3, 3)) / 9}, 4,
+                           kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    model.graph.node[-1].output[0] = "conv"
+    model.graph.node.append(onnx.helper.make_node("MaxPool", ["conv"], ["y"], kernel_shape=[2, 2], strides=[2, 2]))
+    path = tmp_path / "conv.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_winograd_kernels_keep_their_rules_schedules_and_the_rest_tune(tmp_path):
+    options = TuneOptions(trials=4, db=tmp_path / "db", batches=(1,), **SMOKE)
+    artifact = compile_model(_conv_then_pool(tmp_path), tmp_path / "conv.tvm", tuning=options, choose_engine=False).artifact
+    tuning = artifact.manifest["tuning"]
+    assert tuning["kernels"] == 1 and tuning["trials_run"] == 4  # the max-pool; not the 3 Winograd kernels
+    assert artifact.manifest["verification"]["status"] == "passed"
+
+
+def test_a_kernel_the_search_fails_on_keeps_its_default_schedule(mlp_onnx, tmp_path, monkeypatch):
+    from tvm.s_tir import meta_schedule as ms
+
+    def failing(**_kwargs):
+        raise RuntimeError("parallel_for_dynamic error with Check failed")
+
+    monkeypatch.setattr(ms.tune, "tune_tasks", failing)
+    lines = []
+    options = TuneOptions(trials=8, db=tmp_path / "db", batches=(1,), **SMOKE)
+    artifact = compile_model(mlp_onnx, tmp_path / "mlp.tvm", tuning=options, choose_engine=False, log=lines.append).artifact
+    tuning = artifact.manifest["tuning"]
+    assert tuning["trials_run"] == tuning["kernels"]  # each kernel's default schedule, measured, and no more
+    assert any("keeps its default schedule" in line and "Check failed" in line for line in lines), lines
+    assert artifact.manifest["verification"]["status"] == "passed"

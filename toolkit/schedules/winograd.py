@@ -21,7 +21,7 @@ verification tolerance.
 
 The direct convolution (toolkit.schedules.conv2d) stays where a GEMM would be shorter than
 MIN_TILES rows: it would read the transformed weights, (m + 2)^2 / 9 times the originals, for too few
-rows. Where 4x4 tiles are too few (a 4x4 map at batch 1), 2x2 tiles may not be. Shapes must be
+rows; and where the convolution is too small to pay for two more kernel calls (MIN_MULTIPLY_ADDS). Where 4x4 tiles are too few (a 4x4 map at batch 1), 2x2 tiles may not be. Shapes must be
 static. A map the tile does not divide (7x7, SqueezeNet's 55x55) gets a last row and column of tiles
 that reach into the zero padding; the output transform writes only the map.
 """
@@ -38,6 +38,10 @@ from toolkit.schedules.matmul import _inline_epilogue
 # and 4x4 maps, 4-16 tiles, now Winograd), ResNet-18 the same within noise (0.76-0.78 / 0.74-0.75); a
 # single tile (F(4x4) on a 4x4 map at batch 1) lost to F(2x2)'s four, 38 us against 31.
 MIN_TILES = 4
+# The direct convolution's multiply-adds below which its one kernel beats Winograd's three: each call
+# costs 1-2 us on its own. LeNet's 16 -> 32 channels on 4x4 maps (74K) lost 4-5 us at batch 1 (0.65x
+# ONNX Runtime's p50 against 0.50) and gained at batch 8 (590K); ResNet-digits' 147K convolutions lost.
+MIN_MULTIPLY_ADDS = 1 << 18
 TILE_SIZES = (4, 2)  # m of F(m x m, 3 x 3), the larger first
 LANES = 8  # channels per vector in the transforms' layout: both channel counts must be multiples
 
@@ -102,12 +106,14 @@ def _plan(call):
         return None
     if channels % LANES or kernel.shape[0] % LANES:
         return None
-    tile = tile_size(batch, height, width)
+    tile = tile_size(batch, channels, kernel.shape[0], height, width)
     return (tile, kernel) if tile else None
 
 
-def tile_size(batch: int, height: int, width: int) -> int | None:
-    """m of F(m x m, 3 x 3) for `batch` maps of height x width, None where the direct convolution stays."""
+def tile_size(batch: int, channels: int, filters: int, height: int, width: int) -> int | None:
+    """m of F(m x m, 3 x 3) for this convolution, None where the direct convolution stays."""
+    if batch * height * width * channels * filters * 9 < MIN_MULTIPLY_ADDS:
+        return None
     for tile in TILE_SIZES:
         if batch * _tiles(height, tile) * _tiles(width, tile) >= MIN_TILES:
             return tile

@@ -35,19 +35,19 @@ def _feeds(rng, batch, channels, size):
 CASES = {
     # name: (batch, in channels, out channels, size, the tile the rewrite picks)
     "28x28, 4x4 tiles": (1, 16, 24, 28, 4),  # 49 tiles of 4x4
-    "4x4, 2x2 tiles": (1, 16, 16, 4, 2),  # one tile of 4x4 is too few: 4 of 2x2
-    "batch 3 of 4x4, 2x2 tiles": (3, 8, 32, 4, 2),  # 3 tiles of 4x4 over the batch are too few: 12 of 2x2
+    "4x4, 2x2 tiles": (1, 64, 64, 4, 2),  # one tile of 4x4 is too few: 4 of 2x2
+    "batch 3 of 4x4, 2x2 tiles": (3, 32, 32, 4, 2),  # 3 tiles of 4x4 over the batch are too few: 12 of 2x2
     # maps no tile divides: the last tiles reach into the zero padding, and only the map is written
     "29x29, 4x4 tiles cut short": (1, 8, 16, 29, 4),
-    "batch 2 of 7x7, 4x4 tiles cut short": (2, 16, 16, 7, 4),  # ResNet's last stage: 4 tiles per image
-    "3x3, 2x2 tiles cut short": (1, 16, 8, 3, 2),
+    "batch 2 of 7x7, 4x4 tiles cut short": (2, 16, 32, 7, 4),  # ResNet's last stage: 4 tiles per image
+    "3x3, 2x2 tiles cut short": (1, 64, 64, 3, 2),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_winograd_matches_onnxruntime(rng, name):
     batch, channels, filters, size, tile = CASES[name]
-    assert winograd.tile_size(batch, size, size) == tile
+    assert winograd.tile_size(batch, channels, filters, size, size) == tile
     model = _conv(rng, batch, channels, filters, size)
     assert set(scheduled_rules(model).values()) == WINOGRAD_RULES
     assert_matches_onnxruntime(model, _feeds(rng, batch, channels, size))
@@ -65,7 +65,7 @@ def test_the_residual_add_is_fused_after_the_output_transform(rng):
     dict(batch="batch"),  # a symbolic batch: its static variants get the rewrite, not the symbolic kernel
     dict(strides=[2, 2]),
     dict(dilations=[2, 2], pads=[2, 2, 2, 2]),
-    dict(size=2),  # one tile at batch 1: the GEMMs would be a row each
+    dict(size=4),  # 37K multiply-adds: too few to pay for two more kernel calls
     dict(channels=3),  # RGB in: no vector of channels
 ])
 def test_what_the_rewrite_leaves_to_the_direct_convolution(rng, change):
@@ -73,6 +73,12 @@ def test_what_the_rewrite_leaves_to_the_direct_convolution(rng, change):
     batch, channels, size = change.pop("batch", 1), change.pop("channels", 16), change.pop("size", 28)
     model = _conv(rng, batch, channels, 16, size, **change)
     assert "conv2d" in set(scheduled_rules(model).values())
+
+
+def test_the_tile_needs_enough_tiles_however_much_work():
+    assert winograd.tile_size(1, 512, 512, 2, 2) is None  # 9.4M multiply-adds, but one 2x2 tile
+    assert winograd.tile_size(1, 512, 512, 4, 4) == 2  # one 4x4 tile is too few, four 2x2 are not
+    assert winograd.tile_size(1, 512, 512, 7, 7) == 4  # ResNet-18's last stage at batch 1
 
 
 def test_the_transformed_weights_give_the_direct_convolution_of_one_tile():
