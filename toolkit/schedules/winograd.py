@@ -22,8 +22,9 @@ verification tolerance.
 The direct convolution (toolkit.schedules.conv2d) stays where a GEMM would be shorter than
 MIN_TILES rows: it would read the transformed weights, (m + 2)^2 / 9 times the originals, for too few
 rows; and where the convolution is too small to pay for two more kernel calls (MIN_MULTIPLY_ADDS).
-Where 4x4 tiles are too few (a 4x4 map at batch 1), 2x2 tiles may not be. Shapes must be static. A map the tile does not divide (7x7, SqueezeNet's 55x55) gets a last row and column of tiles
-that reach into the zero padding; the output transform writes only the map.
+Where 4x4 tiles are too few (a 4x4 map at batch 1), 2x2 tiles may not be. Shapes must be static.
+A map the tile does not divide (7x7, SqueezeNet's 55x55) gets a last row and column of tiles that
+reach into the zero padding; the output transform writes only the map.
 """
 
 from __future__ import annotations
