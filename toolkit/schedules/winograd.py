@@ -21,8 +21,9 @@ verification tolerance.
 
 The direct convolution (toolkit.schedules.conv2d) stays where a GEMM would be shorter than
 MIN_TILES rows: it would read the transformed weights, (m + 2)^2 / 9 times the originals, for too few
-rows; and where the convolution is too small to pay for two more kernel calls (MIN_MULTIPLY_ADDS).
-Where 4x4 tiles are too few (a 4x4 map at batch 1), 2x2 tiles may not be. Shapes must be static.
+rows; where the convolution is too small to pay for two more kernel calls (MIN_MULTIPLY_ADDS); and
+where the tiles, cut short by a small map, would save too little (MAX_WORK_RATIO). Where 4x4 tiles
+are too few or too wasteful (a 4x4 map at batch 1, a 2x2 map), 2x2 tiles may not be. Shapes must be static.
 A map the tile does not divide (7x7, SqueezeNet's 55x55) gets a last row and column of tiles that
 reach into the zero padding; the output transform writes only the map.
 """
@@ -43,6 +44,10 @@ MIN_TILES = 4
 # costs 1-2 us on its own. LeNet's 16 -> 32 channels on 4x4 maps (74K) lost 4-5 us at batch 1 (0.65x
 # ONNX Runtime's p50 against 0.50) and gained at batch 8 (590K); ResNet-digits' 147K convolutions lost.
 MIN_MULTIPLY_ADDS = 1 << 18
+# Winograd's multiply-adds at most this share of the direct convolution's, the transforms' cost
+# beside them. F(4x4) on a 2x2 map (ResNet-digits' last stage) computes a 4x4 block for it, as many
+# multiply-adds as the direct convolution: its GEMMs took 26 us of a 145 us inference at batch 8.
+MAX_WORK_RATIO = 0.5
 TILE_SIZES = (4, 2)  # m of F(m x m, 3 x 3), the larger first
 LANES = 8  # channels per vector in the transforms' layout: both channel counts must be multiples
 
@@ -112,13 +117,16 @@ def _plan(call):
 
 
 def tile_size(batch: int, channels: int, filters: int, height: int, width: int) -> int | None:
-    """m of F(m x m, 3 x 3) for this convolution, None where the direct convolution stays."""
-    if batch * height * width * channels * filters * 9 < MIN_MULTIPLY_ADDS:
+    """m of F(m x m, 3 x 3) for this convolution, None where the direct convolution stays: of the
+    tiles with at least MIN_TILES per batch, the one with the fewest multiply-adds (tiles cut short
+    by the map count whole), if that is at most MAX_WORK_RATIO of the direct convolution's."""
+    direct = batch * height * width * 9  # multiply-adds per (input, output) channel pair
+    if direct * channels * filters < MIN_MULTIPLY_ADDS:
         return None
-    for tile in TILE_SIZES:
-        if batch * _tiles(height, tile) * _tiles(width, tile) >= MIN_TILES:
-            return tile
-    return None
+    work = {tile: batch * _tiles(height, tile) * _tiles(width, tile) * (tile + 2) ** 2 for tile in TILE_SIZES
+            if batch * _tiles(height, tile) * _tiles(width, tile) >= MIN_TILES}
+    best = min(work, key=work.get, default=None)  # ties go to the first in TILE_SIZES
+    return best if best is not None and work[best] <= MAX_WORK_RATIO * direct else None
 
 
 def _tiles(size: int, tile: int) -> int:

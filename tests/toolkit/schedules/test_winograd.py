@@ -40,7 +40,8 @@ CASES = {
     # maps no tile divides: the last tiles reach into the zero padding, and only the map is written
     "29x29, 4x4 tiles cut short": (1, 8, 16, 29, 4),
     "batch 2 of 7x7, 4x4 tiles cut short": (2, 16, 32, 7, 4),  # ResNet's last stage: 4 tiles per image
-    "3x3, 2x2 tiles cut short": (1, 64, 64, 3, 2),
+    "batch 4 of 3x3, 4x4 tiles cut short": (4, 64, 64, 3, 4),
+    "batch 8 of 2x2, 2x2 tiles": (8, 64, 64, 2, 2),  # 4x4 tiles: as many multiply-adds as the direct one
 }
 
 
@@ -79,6 +80,12 @@ def test_the_tile_needs_enough_tiles_however_much_work():
     assert winograd.tile_size(1, 512, 512, 2, 2) is None  # 9.4M multiply-adds, but one 2x2 tile
     assert winograd.tile_size(1, 512, 512, 4, 4) == 2  # one 4x4 tile is too few, four 2x2 are not
     assert winograd.tile_size(1, 512, 512, 7, 7) == 4  # ResNet-18's last stage at batch 1
+
+
+def test_the_tile_must_save_enough_multiply_adds():
+    assert winograd.tile_size(1, 512, 512, 3, 3) is None  # four 2x2 tiles cut short: 0.79 of the direct work
+    assert winograd.tile_size(8, 64, 64, 2, 2) == 2  # 4x4 tiles on a 2x2 map: no saving; 2x2 tiles: 0.44
+    assert winograd.tile_size(1, 64, 64, 56, 56) == 4  # 0.25 against 2x2 tiles' 0.44
 
 
 def test_the_transformed_weights_give_the_direct_convolution_of_one_tile():
