@@ -639,7 +639,7 @@ def _tunable(task) -> bool:
     from tvm.relax.analysis import has_reshape_pattern
 
     return (not _is_dynamic(task) and not has_reshape_pattern(task.dispatched[0]["main"])
-            and "winograd_" not in task.task_name)
+            and not winograd.is_winograd_kernel(task.task_name))
 
 
 def _is_dynamic(task) -> bool:

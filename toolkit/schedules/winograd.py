@@ -50,6 +50,7 @@ MIN_MULTIPLY_ADDS = 1 << 18
 MAX_WORK_RATIO = 0.5
 TILE_SIZES = (4, 2)  # m of F(m x m, 3 x 3), the larger first
 LANES = 8  # channels per vector in the transforms' layout: both channel counts must be multiples
+KERNEL_PREFIX = "winograd_"  # the rewrite's TIR functions; FuseOps keeps it inside a fused kernel's name
 
 
 def legalize():
@@ -231,10 +232,15 @@ def _with_op_patterns(mod):
     import tvm
 
     for gvar, func in list(mod.functions_items()):
-        if isinstance(func, tvm.tirx.PrimFunc) and gvar.name_hint.startswith("winograd_"):
+        if isinstance(func, tvm.tirx.PrimFunc) and gvar.name_hint.startswith(KERNEL_PREFIX):
             pattern = _OPAQUE if gvar.name_hint.startswith("winograd_input") else _OUT_ELEMWISE_FUSABLE
             mod[gvar] = func.with_attr("op_pattern", pattern)
     return mod
+
+
+def is_winograd_kernel(name: str) -> bool:
+    """Whether a kernel (a TIR function, or a tuning task, by name) is one of the rewrite's, fused or not."""
+    return KERNEL_PREFIX in name
 
 
 def _block(sch, name: str):
